@@ -1,0 +1,61 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both build the
+# virtual environment themselves: CPU torch first (a bare `torch` requirement
+# would pull a multi-GB CUDA build), then medplug with its built-in plugins.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MEDPLUG := $(VENV)/bin/medplug
+TORCH_VERSION ?= 2.13.0
+SAMPLE := sample_data/cohort
+MODELS := sample_data/models
+export MEDPLUG_MODELS := $(abspath $(MODELS))
+
+.PHONY: venv demo test lint sample-data demo-models bench bench-ingest bench-image bench-text bench-fusion bench-batch bench-serve clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==$(TORCH_VERSION)
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+sample-data: venv
+	test -f $(SAMPLE)/manifest.csv || $(MEDPLUG) sample-data $(SAMPLE) --cases 24 --seed 0
+
+demo-models: sample-data
+	$(PY) -m medplug.demo train --cohort $(SAMPLE) --models $(MODELS)
+
+demo: demo-models
+	$(PY) -m medplug.demo run --cohort $(SAMPLE) --models $(MODELS)
+
+test: venv
+	$(PY) -m pytest -q -ra
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+bench-ingest: venv
+	$(PY) benchmarks/ingest.py
+
+bench-image: venv
+	$(PY) benchmarks/image.py
+
+bench-text: venv
+	$(PY) benchmarks/text.py
+
+bench-fusion: venv
+	$(PY) benchmarks/fusion.py
+
+bench-batch: venv
+	$(PY) benchmarks/batch.py
+
+bench-serve: venv
+	$(PY) benchmarks/serve.py
+
+bench: bench-ingest bench-image bench-text bench-fusion bench-batch bench-serve
+
+clean:
+	rm -rf $(VENV) $(SAMPLE) $(MODELS) benchmarks/work

@@ -1,0 +1,41 @@
+"""Entry point of the ``medplug`` command.
+
+Each area of the product registers its own commands from its own module, so
+this file stays a table of contents. Plugin packages add ``medplug train KIND``
+sub-commands through the ``medplug.trainers`` entry-point group.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+
+import typer
+
+from medplug.registry import TRAINER_GROUP
+
+app = typer.Typer(
+    help="Run medical AI plugins on DICOM, NIfTI, reports and clinical fields.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+train_app = typer.Typer(help="Train a model for a plugin.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+COMMAND_MODULES = (
+    "medplug.cli.plugin_commands",  # plugins, evaluate
+    "medplug.cli.ingest_commands",  # inspect, sample-data, predict
+    "medplug.cli.batch_commands",  # batch, listen
+    "medplug.cli.serve_commands",  # serve
+)
+
+for module_name in COMMAND_MODULES:
+    importlib.import_module(module_name).register(app)
+
+for trainer in entry_points(group=TRAINER_GROUP):
+    # Trainer modules keep heavy imports inside their function, so this stays cheap.
+    train_app.command(name=trainer.name)(trainer.load())
+
+
+if __name__ == "__main__":
+    app()

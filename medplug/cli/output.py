@@ -1,0 +1,24 @@
+"""Shared console and error handling: medplug errors print as one clear line."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import typer
+from rich.console import Console
+
+from medplug.errors import MedplugError
+
+console = Console()
+error_console = Console(stderr=True)
+
+
+@contextmanager
+def medplug_errors_exit() -> Iterator[None]:
+    """Turn a ``MedplugError`` into ``error: ...`` on stderr and exit code 2."""
+    try:
+        yield
+    except MedplugError as exc:
+        error_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        raise typer.Exit(code=2) from None
