@@ -8,10 +8,12 @@ sub-commands through the ``medplug.trainers`` entry-point group.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from importlib.metadata import entry_points
 
 import typer
 
+from medplug.cli.output import error_console
 from medplug.registry import TRAINER_GROUP
 
 app = typer.Typer(
@@ -24,7 +26,8 @@ app.add_typer(train_app, name="train")
 
 COMMAND_MODULES = (
     "medplug.cli.plugin_commands",  # plugins, evaluate
-    "medplug.cli.ingest_commands",  # inspect, sample-data, predict
+    "medplug.cli.ingest_commands",  # inspect, predict
+    "medplug.cli.sample_commands",  # sample-data
     "medplug.cli.batch_commands",  # batch, listen
     "medplug.cli.serve_commands",  # serve
 )
@@ -32,9 +35,24 @@ COMMAND_MODULES = (
 for module_name in COMMAND_MODULES:
     importlib.import_module(module_name).register(app)
 
+
+def _broken_trainer(name: str, error: Exception) -> Callable[[], None]:
+    def report() -> None:
+        error_console.print(f"[bold red]error:[/] trainer {name!r} failed to load: {error}")
+        raise typer.Exit(code=2)
+
+    report.__doc__ = f"(unavailable: {error})"
+    return report
+
+
 for trainer in entry_points(group=TRAINER_GROUP):
-    # Trainer modules keep heavy imports inside their function, so this stays cheap.
-    train_app.command(name=trainer.name)(trainer.load())
+    # Trainer modules keep heavy imports inside their function, so this stays cheap;
+    # a broken one is reported when called instead of breaking every command.
+    try:
+        command = trainer.load()
+    except Exception as exc:
+        command = _broken_trainer(trainer.name, exc)
+    train_app.command(name=trainer.name)(command)
 
 
 if __name__ == "__main__":
