@@ -34,6 +34,7 @@ SERIES_TOOLS = (
     "naive pydicom",
     "medplug load_image",
     "medplug load_series",
+    "MONAI LoadImage(MedplugDicomReader)",
 )
 SCAN_TOOLS = (
     "scan: pydicom header-only pass",
@@ -47,6 +48,7 @@ TARGETS = {
     "peak_vs_output": 2.0,  # peak extra memory / output array at most
     "scan_files_per_s": 2500.0,
 }
+PYDICOM_SCAN_REFERENCE_S = 1.4  # the issue's figure for one pydicom header pass, idle machine
 MB = 1e6
 
 
@@ -177,6 +179,13 @@ def target_lines(series: list[dict[str, Any]], scans: list[dict[str, Any]]) -> l
     if "median_s" in scan:
         rate = FOLDER_SERIES * FOLDER_SLICES / scan["median_s"]
         checks.append(("folder scan files/s", rate, TARGETS["scan_files_per_s"], ">="))
+        reference = by_tool.get("scan: pydicom header-only pass", {})
+        if "median_s" in reference:
+            # Load-independent view: the issue measured the pydicom pass at 1.4 s for
+            # 2,000 files on an idle 2-core box, so 2,500 files/s there is 1.75x pydicom.
+            goal = TARGETS["scan_files_per_s"] / (2000 / PYDICOM_SCAN_REFERENCE_S)
+            speedup = reference["median_s"] / scan["median_s"]
+            checks.append(("folder scan speed-up over pydicom pass", speedup, goal, ">="))
     lines = ["| target | measured | goal | met |", "|---|---|---|---|"]
     for name, value, goal, op in checks:
         met = value <= goal if op == "<=" else value >= goal
@@ -189,6 +198,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per tool")
     parser.add_argument("--work", type=Path, default=HERE / "work" / "ingest")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "ingest.md")
+    parser.add_argument("--note", default="", help="a line to add under the machine line")
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -212,6 +222,7 @@ def main() -> None:
         "at end (shared machine: compare ratios, not seconds). Python "
         f"{info['python']}; " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()) + ".",
         "",
+        *([args.note, ""] if args.note else []),
         f"## Series load: {nx}x{ny}x{nz} CT, shuffled file names, InstanceNumber permuted",
         "",
         "Median of the timed calls after one warm-up call, each tool in a fresh process. "
@@ -227,6 +238,10 @@ def main() -> None:
         "## medplug against the targets",
         "",
         *target_lines(series, scans),
+        "",
+        "The last row scales the files/s target by the pydicom pass measured in the same run "
+        f"(the issue measured that pass at {PYDICOM_SCAN_REFERENCE_S} s on an idle 2-core box), "
+        "so it holds on a busy machine too.",
         "",
         f"Whole benchmark: {elapsed:.0f} s. Regenerate with `make bench-ingest`.",
     ]

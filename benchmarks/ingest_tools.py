@@ -84,6 +84,18 @@ def _setup_medplug_load_image(folder: Path) -> Callable[[], Any]:
     return run
 
 
+def _setup_medplug_monai_reader(folder: Path) -> Callable[[], Any]:
+    from medplug.ingest import MedplugDicomReader
+    from monai.transforms import LoadImage
+
+    loader = LoadImage(reader=MedplugDicomReader(), image_only=True)
+
+    def run() -> np.ndarray:
+        return loader(str(folder)).numpy()
+
+    return run
+
+
 def _series_of(scan: Any) -> list[Any]:
     series = scan.series
     return list(series.values()) if isinstance(series, dict) else list(series)
@@ -150,6 +162,7 @@ TOOLS: dict[str, Callable[[Path], Callable[[], Any]]] = {
     "naive pydicom": _setup_naive_pydicom,
     "medplug load_image": _setup_medplug_load_image,
     "medplug load_series": _setup_medplug_load_series,
+    "MONAI LoadImage(MedplugDicomReader)": _setup_medplug_monai_reader,
     "scan: pydicom header-only pass": _setup_scan_pydicom,
     "scan: SimpleITK per-series listing": _setup_scan_simpleitk,
     "scan: medplug scan_folder": _setup_scan_medplug,
