@@ -25,6 +25,7 @@ from medplug.ingest.errors import NotDicomError, UnreadableDicomError
 NATIVE_LITTLE_ENDIAN = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
 IMPLICIT_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+DEFLATED = "1.2.840.10008.1.2.1.99"
 PIXEL_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}
 UNDEFINED = 0xFFFFFFFF
 _FIRST_READ = 16 * 1024
@@ -403,7 +404,12 @@ def _pydicom_header(path: Path) -> InstanceHeader:
     except Exception as exc:  # pydicom raises many types on malformed files
         raise UnreadableDicomError(path, f"malformed header ({type(exc).__name__})") from None
     try:
-        return header_from_dataset(path, ds, size, next_tag)
+        header = header_from_dataset(path, ds, size, next_tag)
+        if not header.has_pixel_data and header.transfer_syntax == DEFLATED:
+            # In a deflated file the stop position says nothing: look for pixels in a full read.
+            full = pydicom.dcmread(path, force=True)
+            header.has_pixel_data = any(tag in full for tag in PIXEL_TAGS)
+        return header
     except (TypeError, ValueError, AttributeError, IndexError, KeyError) as exc:
         raise UnreadableDicomError(path, f"invalid header value ({type(exc).__name__})") from None
 
@@ -422,6 +428,11 @@ def header_from_dataset(
     """Fill an ``InstanceHeader`` from a pydicom data set (read with or without pixels)."""
     meta = getattr(ds, "file_meta", None)
     transfer_syntax = str(getattr(meta, "TransferSyntaxUID", "") or "") if meta else ""
+    if not transfer_syntax:
+        implicit, little = getattr(ds, "original_encoding", (True, True))
+        transfer_syntax = (
+            "1.2.840.10008.1.2" if implicit else "1.2.840.10008.1.2.1" if little else "1.2.840.10008.1.2.2"
+        )
     header = InstanceHeader(path=path, file_size=size, transfer_syntax=transfer_syntax)
     header.media_sop_class_uid = str(getattr(meta, "MediaStorageSOPClassUID", "") or "")
     for tag, (name, kind) in _WANTED.items():

@@ -68,9 +68,21 @@ def _clear_unused_bits(raw: np.ndarray, header: InstanceHeader) -> np.ndarray:
 def read_dataset(header: InstanceHeader) -> pydicom.Dataset:
     """The full data set (with pixels) for the decoder path."""
     try:
-        return pydicom.dcmread(header.path, force=True)
+        ds = pydicom.dcmread(header.path, force=True)
     except Exception as exc:  # pydicom raises many types on malformed files
         raise UnreadableDicomError(header.path, f"cannot read data set ({type(exc).__name__})") from None
+    if not getattr(ds.file_meta, "TransferSyntaxUID", None):
+        # Files without File Meta: the decoder needs the syntax the reader detected.
+        ds.file_meta.TransferSyntaxUID = transfer_syntax_from_encoding(ds)
+    return ds
+
+
+def transfer_syntax_from_encoding(ds: pydicom.Dataset) -> str:
+    """The native transfer syntax matching how pydicom actually parsed a meta-less file."""
+    implicit, little = getattr(ds, "original_encoding", (True, True))
+    if implicit:
+        return "1.2.840.10008.1.2"
+    return "1.2.840.10008.1.2.1" if little else "1.2.840.10008.1.2.2"
 
 
 def check_decoder(path: Path, transfer_syntax: str) -> None:
@@ -99,19 +111,20 @@ def decode_frames(header: InstanceHeader, ds: pydicom.Dataset) -> np.ndarray:
     """All frames as (frames, rows, columns[, samples]) stored values (colour as RGB)."""
     path = header.path
     if not any(tag in ds for tag in (0x7FE00010, 0x7FE00008, 0x7FE00009)):
+        if header.has_pixel_data:
+            raise UnreadableDicomError(path, "Pixel Data element is truncated or unreadable")
         raise NotAnImageError(path, "no Pixel Data element")
-    check_decoder(path, header.transfer_syntax)
+    check_decoder(path, str(ds.file_meta.get("TransferSyntaxUID", "")) or header.transfer_syntax)
     try:
         array = ds.pixel_array
-    except (NotImplementedError, RuntimeError) as exc:
-        message = str(exc)
-        if "decoder" in message.lower() or "plugin" in message.lower():
-            name = UID(header.transfer_syntax).name if header.transfer_syntax else "unknown"
-            raise UnsupportedTransferSyntaxError(path, f"{name}: {message.splitlines()[0]}") from None
-        raise PixelDecodeError(path, message.splitlines()[0] if message else type(exc).__name__) from None
-    except Exception as exc:  # corrupt streams surface as ValueError, struct.error, ...
-        first_line = str(exc).splitlines()[0] if str(exc) else ""
-        raise PixelDecodeError(path, f"{type(exc).__name__}: {first_line}"[:300]) from None
+    except Exception as exc:  # corrupt streams surface as RuntimeError, ValueError, struct.error
+        raise PixelDecodeError(path, _decoder_message(exc)) from None
+    if "ModalityLUTSequence" in ds and int(ds.get("SamplesPerPixel", 1) or 1) == 1:
+        # A lookup table instead of slope/intercept: apply it here, rescale becomes identity.
+        from pydicom.pixels import apply_modality_lut
+
+        array = apply_modality_lut(array, ds)
+        header.extra["modality_lut"] = True
     colour = int(ds.get("SamplesPerPixel", 1) or 1) > 1
     if str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR":
         from pydicom.pixels import apply_color_lut
@@ -127,6 +140,14 @@ def decode_frames(header: InstanceHeader, ds: pydicom.Dataset) -> np.ndarray:
             path, f"decoded array has shape {array.shape}, expected frames x rows x columns"
         )
     return array
+
+
+def _decoder_message(exc: Exception) -> str:
+    """First decoder's complaint, short (pydicom lists every plugin's error)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("Unable to decode"):
+        return lines[1][:300]
+    return (lines[0] if lines else type(exc).__name__)[:300]
 
 
 def to_float(

@@ -123,10 +123,14 @@ def _load_stack(series: SeriesInfo, allow_tilt: bool, workers: int | None) -> Im
 
 
 def _slope(instance: InstanceHeader) -> float:
+    if instance.extra.get("modality_lut"):
+        return 1.0
     return float(instance.rescale_slope) if instance.rescale_slope not in (None, 0) else 1.0
 
 
 def _intercept(instance: InstanceHeader) -> float:
+    if instance.extra.get("modality_lut"):
+        return 0.0
     return float(instance.rescale_intercept or 0.0)
 
 
