@@ -30,7 +30,9 @@ def oblique_series(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.n
     return folder, volume
 
 
-def test_affine_matches_nifti_directly_and_through_loadimage(oblique_series, tmp_path: Path) -> None:
+def test_affine_matches_nifti_directly_and_through_loadimage(
+    oblique_series, tmp_path: Path
+) -> None:
     from monai.transforms import LoadImage
 
     folder, volume = oblique_series
@@ -48,7 +50,9 @@ def test_affine_matches_nifti_directly_and_through_loadimage(oblique_series, tmp
     assert tuple(from_dicom.meta["spatial_shape"]) == volume.shape
 
 
-def test_transform_chain_gives_same_tensor_for_dicom_and_nifti(oblique_series, tmp_path: Path) -> None:
+def test_transform_chain_gives_same_tensor_for_dicom_and_nifti(
+    oblique_series, tmp_path: Path
+) -> None:
     from monai.transforms import (
         Compose,
         EnsureChannelFirstd,

@@ -78,8 +78,18 @@ def test_process_pool_scan_equals_serial(study: Path, monkeypatch: pytest.Monkey
 
 @pytest.mark.parametrize(
     "name",
-    ["CT_small.dcm", "MR_small_implicit.dcm", "MR_small.dcm", "JPEG2000.dcm", "MR_small_RLE.dcm",
-     "liver.dcm", "rtplan.dcm", "SC_rgb.dcm", "US1_UNCR.dcm", "nested_priv_SQ.dcm"],
+    [
+        "CT_small.dcm",
+        "MR_small_implicit.dcm",
+        "MR_small.dcm",
+        "JPEG2000.dcm",
+        "MR_small_RLE.dcm",
+        "liver.dcm",
+        "rtplan.dcm",
+        "SC_rgb.dcm",
+        "US1_UNCR.dcm",
+        "nested_priv_SQ.dcm",
+    ],
 )
 def test_fast_header_agrees_with_pydicom(name: str) -> None:
     path = Path(get_testdata_file(name))
@@ -105,8 +115,11 @@ def test_rules_from_dicts_json_and_monai_deploy(study: Path, tmp_path: Path) -> 
     rule = {"name": "coronal", "modality": "CT", "description": "(?i)coronal", "min_slices": 6}
     chosen = select_series(scan, [rule])
     assert [s.series.number for s in chosen] == [6, 4]
-    deploy = {"selections": [{"name": "ct", "conditions": {"Modality": "(?i)CT",
-                                                          "SeriesDescription": "(?i)axial"}}]}
+    deploy = {
+        "selections": [
+            {"name": "ct", "conditions": {"Modality": "(?i)CT", "SeriesDescription": "(?i)axial"}}
+        ]
+    }
     assert [s.series.number for s in select_series(scan, deploy)] == [5, 3, 1]
     rule_file = tmp_path / "rules.json"
     rule_file.write_text('[{"name": "big", "min_slices": 8}]')
