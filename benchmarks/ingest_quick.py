@@ -1,4 +1,4 @@
-"""Quick side-by-side timing used while tuning ingest (the formal benchmark is benchmarks/ingest.py).
+"""Quick side-by-side timing used while tuning ingest (formal one: benchmarks/ingest.py).
 
 Usage: python benchmarks/ingest_quick.py SERIES_DIR [FOLDER_DIR]
 Prints medians over 3 runs for medplug, SimpleITK ImageSeriesReader, MONAI
@@ -48,9 +48,12 @@ def main() -> None:
     volume = load_image(series)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    print(f"series {volume.array.shape}: medplug {ours:.3f} s, SimpleITK {itk:.3f} s "
-          f"(ratio {ours / itk:.2f}), MONAI PydicomReader {monai:.3f} s (x{monai / ours:.1f} slower)")
-    print(f"medplug peak traced memory {peak / 1e6:.0f} MB = {peak / volume.array.nbytes:.2f}x output")
+    print(
+        f"series {volume.array.shape}: medplug {ours:.3f} s, SimpleITK {itk:.3f} s "
+        f"(ratio {ours / itk:.2f}), MONAI PydicomReader {monai:.3f} s (x{monai / ours:.1f})"
+    )
+    ratio = peak / volume.array.nbytes
+    print(f"medplug peak traced memory {peak / 1e6:.0f} MB = {ratio:.2f}x output")
     if len(sys.argv) > 2:
         for workers in (1, 2):
             seconds = median_time(lambda w=workers: scan_folder(sys.argv[2], workers=w))
