@@ -107,6 +107,22 @@ class Journal:
             )
         return cursor.rowcount == 1
 
+    def add_or_reopen(self, key: str, locator: dict[str, Any]) -> None:
+        """A listener got (more) instances of a study: new, or finished and to be redone."""
+        if not self.add(key, locator):
+            with self._db:
+                self._db.execute(
+                    "UPDATE studies SET state = 'pending', record = NULL, locator = ?, "
+                    "updated = ? WHERE key = ? AND state IN ('done', 'error')",
+                    (json.dumps(locator), time.time(), key),
+                )
+
+    def pending_or_interrupted(self) -> list[StudyEntry]:
+        rows = self._db.execute(
+            "SELECT key FROM studies WHERE state IN ('pending', 'running') ORDER BY ordinal"
+        ).fetchall()
+        return [self.get(key) for (key,) in rows]
+
     def requeue_interrupted(self, retry_errors: bool = False) -> int:
         """Studies left ``running`` by a killed run (and errors, if asked) go back to pending."""
         states = (RUNNING, ERROR) if retry_errors else (RUNNING,)

@@ -172,9 +172,7 @@ def _stack_largest_series(files: list[str], job: LoadJob) -> Case:
     stack = stack * float(first.get("RescaleSlope", 1)) + float(first.get("RescaleIntercept", 0))
     row_mm, col_mm = (float(v) for v in first.PixelSpacing)
     origin = np.array(first.ImagePositionPatient, dtype=float)
-    step = (
-        np.array(slices[-1].ImagePositionPatient, float) - origin
-    ) / max(len(slices) - 1, 1)
+    step = (np.array(slices[-1].ImagePositionPatient, float) - origin) / max(len(slices) - 1, 1)
     lps = np.eye(4)
     lps[:3, 0], lps[:3, 1] = orientation[:3] * col_mm, orientation[3:] * row_mm
     lps[:3, 2], lps[:3, 3] = step if len(slices) > 1 else normal, origin

@@ -81,9 +81,7 @@ def summary_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
         prediction = result["prediction"]
         label = prediction.get("label")
         probability = prediction.get("probabilities", {}).get(label) if label else None
-        rows.append(
-            base | {"plugin": result["plugin"], "label": label, "probability": probability}
-        )
+        rows.append(base | {"plugin": result["plugin"], "label": label, "probability": probability})
     for error in record.get("errors", []):
         rows.append(
             base

@@ -42,6 +42,7 @@ class ProcessorSettings:
     write_heatmaps: bool = True
     deidentify: bool = False
     source_kind: str = "folder"
+    push_deidentified: bool = False  # listener forwarding out of the hospital
 
 
 @dataclass
@@ -163,6 +164,7 @@ class StudyProcessor:
                 )
                 path = self.output.sc_path(study, prediction.plugin)
                 objects.append((f"heatmap:{prediction.plugin}", sc, path))
+        to_push = []
         for name, dataset, path in objects:
             local = dataset
             if self.settings.deidentify:
@@ -170,7 +172,8 @@ class StudyProcessor:
                 local = deidentify(copy.deepcopy(dataset), self.pseudonyms)
             self.output.write_dicom(local, path)
             files[name] = str(path.relative_to(self.output.root))
-        return [dataset for _, dataset, _ in objects]
+            to_push.append(local if self.settings.push_deidentified else dataset)
+        return to_push
 
     def _record(
         self,
@@ -245,4 +248,3 @@ class StudyProcessor:
 
 def _has_image(outcome: StudyOutcome) -> bool:
     return outcome.loaded.case is not None and outcome.loaded.case.image is not None
-

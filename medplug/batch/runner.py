@@ -136,8 +136,9 @@ def run_batch(
                     key=entry.key,
                     case_id=labeller.hash(entry.key),
                     locator=entry.locator,
-                    report=(found := options.manifest.lookup(
-                        entry.key, entry.locator.get("accession"))).report,
+                    report=(
+                        found := options.manifest.lookup(entry.key, entry.locator.get("accession"))
+                    ).report,
                     clinical=found.clinical,
                     rules=options.rules,
                     spool_dir=spool,

@@ -40,7 +40,9 @@ def _parse_filters(filters: list[str] | None) -> dict[str, str]:
     for item in filters or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise MedplugError(f"study filter {item!r} is not KEY=VALUE (e.g. ModalitiesInStudy=CT)")
+            raise MedplugError(
+                f"study filter {item!r} is not KEY=VALUE (e.g. ModalitiesInStudy=CT)"
+            )
         parsed[key] = value
     return parsed
 
@@ -134,6 +136,74 @@ def batch(
     )
 
 
+def listen(
+    ae_title: str = typer.Option(..., "--ae-title", help="Our AE title."),
+    port: int = typer.Option(..., "--port", help="TCP port to listen on."),
+    plugin: list[str] = typer.Option(..., "--plugin", help="Plugin name; repeat for several."),
+    allow: list[str] = typer.Option(
+        ..., "--allow", help="Calling AE title allowed to send; repeat for several."
+    ),
+    out: Path = typer.Option(..., "--out", help="Output folder (spool, journal, JSONL, SRs)."),
+    model: list[Path] = typer.Option(None, "--model", help="Model folder, one per --plugin."),
+    forward_to: str = typer.Option(
+        None, "--forward-to", help="Send results to URL (STOW-RS) or AE@host:port (C-STORE)."
+    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
+    quiet_seconds: float = typer.Option(
+        5.0, "--quiet-seconds", help="A study is complete after this long without new images."
+    ),
+    rules: Path = typer.Option(None, "--rules", help="Series selection rules (JSON)."),
+    manifest: Path = typer.Option(None, "--manifest", help="CSV of reports/clinical fields."),
+    deidentify: bool = typer.Option(
+        False, "--deidentify", help="PS3.15 basic profile on written and forwarded results."
+    ),
+    pseudonym_map: Path = typer.Option(None, "--pseudonym-map", help="Local pseudonym map."),
+    show_identifiers: bool = typer.Option(False, "--show-identifiers"),
+    verbose: bool = typer.Option(False, "--verbose", help="Also log to the console."),
+) -> None:
+    """Receive studies by DICOM C-STORE, run plugins when a study goes quiet, forward results."""
+    import signal
+    import threading
+
+    from medplug.batch.destinations import parse_destination
+    from medplug.batch.listener import ListenerOptions, StudyListener
+    from medplug.batch.manifest import Manifest
+
+    with medplug_errors_exit():
+        _setup_logging(out, verbose)
+        plugins = _load_plugins(plugin, model)
+        destination = parse_destination(forward_to, calling_ae=ae_title) if forward_to else None
+        listener = StudyListener(
+            plugins,
+            ListenerOptions(
+                ae_title=ae_title,
+                port=port,
+                allowed_aets=list(allow),
+                out_dir=out,
+                host=host,
+                quiet_seconds=quiet_seconds,
+                manifest=Manifest.read(manifest) if manifest else Manifest.empty(),
+                rules=_read_rules(rules),
+                deidentify=deidentify,
+                pseudonym_map=pseudonym_map,
+                show_identifiers=show_identifiers,
+            ),
+            destination,
+        )
+        stopping = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+        listener.start()
+        console.print(f"listening as {ae_title} on {host}:{port}; Ctrl-C to stop", highlight=False)
+        try:
+            while not stopping.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            listener.stop()
+
+
 def register(app: typer.Typer) -> None:
     """Add ``batch`` and ``listen``."""
     app.command(name="batch")(batch)
+    app.command(name="listen")(listen)
