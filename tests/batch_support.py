@@ -18,6 +18,8 @@ from pathlib import Path
 
 INTENSITY_PLUGIN = '''
 import json
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +53,7 @@ class MeanIntensityPlugin(Plugin):
         return cls(config["centre"], config["scale"])
 
     def _predict(self, case: Case) -> Prediction:
+        time.sleep(float(os.environ.get("MEDPLUG_TEST_PLUGIN_SLEEP", "0")))
         if case.report and "FAIL-THIS-STUDY" in case.report:
             raise PluginError("model refused this study (test trigger)")
         array = case.image.array.astype(np.float32)
