@@ -213,7 +213,7 @@ class OrthancServer:
         """Load a folder of DICOM files with dcmtk's storescu (by absolute path)."""
         subprocess.run(
             [tool("storescu") or "/usr/bin/storescu", "-aet", calling_aet, "-aec", self.aet,
-             "+sd", "+r", "-nh", "-R", "+sp", "*.dcm", "-q",
+             "+sd", "+r", "-nh", "-R", "-q",
              "127.0.0.1", str(self.dicom_port), str(folder)],
             check=True, capture_output=True,
         )  # fmt: skip
