@@ -101,10 +101,8 @@ def fetch_dicomweb(job: LoadJob) -> Path:
 
 def decode_case(files: list[str], job: LoadJob) -> Case:
     """Decode the study's image series into a ``Case`` with the manifest's report/fields."""
-    try:
-        from medplug.ingest import load_case
-    except ImportError:  # until medplug.ingest lands on main
-        return _stack_largest_series(files, job)
+    from medplug.ingest import load_case
+
     folder = _single_folder(files, job)
     return load_case(folder, case_id=job.case_id, report=job.report, clinical=job.clinical,
                      rules=job.rules)  # fmt: skip
@@ -142,44 +140,3 @@ def evidence_headers(files: list[str], case: Case) -> list[Dataset]:
     if image is not None and image.series_uid:
         headers = [ds for ds in headers if ds.get("SeriesInstanceUID") == image.series_uid]
     return headers
-
-
-def _stack_largest_series(files: list[str], job: LoadJob) -> Case:
-    """Interim decoder: the largest image series, slices sorted along their normal."""
-    import numpy as np
-
-    from medplug.contract import ImageVolume
-
-    by_series: dict[str, list[Dataset]] = {}
-    for path in files:
-        try:
-            ds = pydicom.dcmread(path)
-        except Exception as exc:
-            raise DicomError(path, "unreadable", f"{type(exc).__name__}") from exc
-        if "PixelData" in ds:
-            by_series.setdefault(str(ds.SeriesInstanceUID), []).append(ds)
-    if not by_series:
-        raise DicomError(None, "no-image-series", "the study holds no image instances")
-    slices = max(by_series.values(), key=len)
-    orientation = np.array(slices[0].ImageOrientationPatient, dtype=float)
-    normal = np.cross(orientation[:3], orientation[3:])
-    slices.sort(key=lambda ds: float(np.dot(normal, np.array(ds.ImagePositionPatient, float))))
-    try:
-        stack = np.stack([ds.pixel_array.T.astype(np.float32) for ds in slices], axis=-1)
-    except Exception as exc:
-        raise DicomError(job.case_id, "undecodable-pixels", f"{type(exc).__name__}") from exc
-    first = slices[0]
-    stack = stack * float(first.get("RescaleSlope", 1)) + float(first.get("RescaleIntercept", 0))
-    row_mm, col_mm = (float(v) for v in first.PixelSpacing)
-    origin = np.array(first.ImagePositionPatient, dtype=float)
-    step = (np.array(slices[-1].ImagePositionPatient, float) - origin) / max(len(slices) - 1, 1)
-    lps = np.eye(4)
-    lps[:3, 0], lps[:3, 1] = orientation[:3] * col_mm, orientation[3:] * row_mm
-    lps[:3, 2], lps[:3, 3] = step if len(slices) > 1 else normal, origin
-    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
-    image = ImageVolume(
-        array=stack, affine=affine, modality=str(first.get("Modality", "")) or None,
-        study_uid=str(first.StudyInstanceUID), series_uid=str(first.SeriesInstanceUID),
-        sop_uids=[str(ds.SOPInstanceUID) for ds in slices], source=str(Path(files[0]).parent),
-    )  # fmt: skip
-    return Case(job.case_id, images=[image], report=job.report, clinical=job.clinical)

@@ -11,20 +11,13 @@ where a study lives.
 from __future__ import annotations
 
 import logging
-import os
-from collections import defaultdict
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pydicom
-from pydicom.errors import InvalidDicomError
 
 log = logging.getLogger("medplug.batch")
-
-HEADER_TAGS = ["StudyInstanceUID", "SeriesInstanceUID", "AccessionNumber", "SOPInstanceUID"]
 
 
 @dataclass
@@ -44,53 +37,36 @@ class Discovery:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def _read_header(path: Path) -> tuple[str, dict[str, str] | str]:
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=HEADER_TAGS)
-    except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
-        return str(path), f"not readable as DICOM ({type(exc).__name__})"
-    if "StudyInstanceUID" not in ds:
-        return str(path), "no StudyInstanceUID"
-    return str(path), {
-        "study_uid": str(ds.StudyInstanceUID),
-        "accession": str(ds.get("AccessionNumber", "") or ""),
-    }
+def discover_folder(root: Path, workers: int | None = None) -> Discovery:
+    """Group every DICOM file under ``root`` (recursively) by study, reading headers only.
 
-
-def _candidate_files(root: Path) -> Iterable[Path]:
-    for folder, _dirs, files in os.walk(root):
-        for name in sorted(files):
-            if not name.startswith("."):
-                yield Path(folder) / name
-
-
-def discover_folder(root: Path, threads: int = 4) -> Discovery:
-    """Group every DICOM file under ``root`` (recursively) by study, headers only.
-
-    Non-DICOM files (CSV, NIfTI, reports next to the images) are listed as
-    skipped, never fatal. Studies come out in a stable order (by first file).
+    Uses ``medplug.ingest.scan_folder``; files it skips (CSV, NIfTI, reports,
+    corrupt headers) are listed with its reason, never fatal. The accession
+    number (for manifest lookup) is read from one header per study.
     """
-    root = Path(root)
-    files: dict[str, list[str]] = defaultdict(list)
-    accessions: dict[str, str] = {}
-    discovery = Discovery()
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        for path, header in pool.map(_read_header, _candidate_files(root), chunksize=64):
-            if isinstance(header, str):
-                discovery.skipped.append((path, header))
-                continue
-            files[header["study_uid"]].append(path)
-            accessions.setdefault(header["study_uid"], header["accession"])
-    for study_uid, paths in files.items():
+    from medplug.ingest import scan_folder
+
+    scan = scan_folder(Path(root), workers=workers)
+    discovery = Discovery(skipped=[(str(s.path), s.category) for s in scan.skipped])
+    for study in scan.studies:
+        paths = sorted(str(i.path) for series in study.series for i in series.instances)
         discovery.studies.append(
             StudyTask(
-                study_uid=study_uid,
-                accession=accessions.get(study_uid) or None,
-                locator={"kind": "files", "files": sorted(paths)},
+                study_uid=study.study_uid,
+                accession=_accession(paths[0]),
+                locator={"kind": "files", "files": paths},
             )
         )
     discovery.studies.sort(key=lambda task: task.locator["files"][0])
     return discovery
+
+
+def _accession(path: str) -> str | None:
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["AccessionNumber"])
+    except Exception:
+        return None
+    return str(header.get("AccessionNumber", "") or "") or None
 
 
 def discover_dicomweb(url: str, filters: dict[str, str] | None = None) -> Discovery:

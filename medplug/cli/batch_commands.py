@@ -108,7 +108,7 @@ def batch(
         discovery = (
             discover_dicomweb(source.rstrip("/"), _parse_filters(study_filter))
             if is_web
-            else discover_folder(Path(source))
+            else discover_folder(Path(source), workers=max(workers, 1))
         )
         destination = None
         if push_to:
