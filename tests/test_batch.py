@@ -32,6 +32,7 @@ from medplug.batch.manifest import Manifest
 from medplug.batch.sr import SrIdentity, build_sr
 from medplug.contract import Prediction
 from medplug.errors import DataError, MedplugError
+from medplug.ingest import LOAD_CATEGORIES
 
 needs_dciodvfy = pytest.mark.skipif(tool("dciodvfy") is None, reason="dciodvfy not installed")
 
@@ -222,7 +223,7 @@ def test_folder_batch_writes_one_record_per_study_and_isolates_bad_ones(
     assert "test trigger" in failed["errors"][0]["message"]
     corrupt = by_uid[rows[4]["study_uid"]]
     assert corrupt["status"] == "error" and corrupt["errors"][0]["stage"] == "load"
-    assert corrupt["errors"][0]["reason"] in ("undecodable-pixels", "corrupt-file", "unreadable")
+    assert corrupt["errors"][0]["reason"] in LOAD_CATEGORIES
     single = next(r for r in records if r["study_uid"] not in {row["study_uid"] for row in rows})
     assert single["status"] == "error"
     assert "expects a 3D image" in single["errors"][0]["message"]
