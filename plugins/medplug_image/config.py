@@ -105,3 +105,18 @@ class ImageModelConfig:
         except (OSError, json.JSONDecodeError) as exc:
             raise DataError(f"{path}: cannot read image config ({exc})") from exc
         return cls.from_dict(data)
+
+
+SHIPPED_CONFIGS = Path(__file__).parent / "configs"
+
+
+def resolve_config(name_or_path: str | Path) -> ImageModelConfig:
+    """A config file, or the name of one shipped in ``medplug_image/configs``."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return ImageModelConfig.from_file(path)
+    shipped = SHIPPED_CONFIGS / f"{name_or_path}.json"
+    if shipped.is_file():
+        return ImageModelConfig.from_file(shipped)
+    names = sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.json"))
+    raise DataError(f"no config file {path} and no shipped config of that name (shipped: {names})")

@@ -13,7 +13,9 @@ import typer
 def train_command(
     data: Path = typer.Option(..., "--data", exists=True, help="MedMNIST-style .npz or manifest CSV."),
     out: Path = typer.Option(..., "--out", help="Model folder to write."),
-    config: Path = typer.Option(None, "--config", exists=True, help="Image model config JSON."),
+    config: str = typer.Option(
+        None, "--config", help="Config JSON file, or a shipped config name (demo, pneumoniamnist)."
+    ),
     image_column: str = typer.Option(None, "--image-column", help="Manifest column with image paths."),
     epochs: int = typer.Option(None, "--epochs", help="Override the config's epochs."),
     seed: int = typer.Option(None, "--seed", help="Override the config's seed."),
@@ -22,11 +24,11 @@ def train_command(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from medplug.cli.output import console, medplug_errors_exit
-    from medplug_image.config import ImageModelConfig
+    from medplug_image.config import ImageModelConfig, resolve_config
     from medplug_image.trainer import fit_model_folder
 
     with medplug_errors_exit():
-        settings = ImageModelConfig.from_file(config) if config else ImageModelConfig()
+        settings = resolve_config(config) if config else ImageModelConfig()
         if epochs is not None:
             settings.epochs = epochs
         if seed is not None:

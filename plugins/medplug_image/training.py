@@ -103,7 +103,7 @@ def train_model(
     )
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     result = TrainResult(model=model)
-    best_state, best_auc, stale = None, -math.inf, 0
+    best_state, best_key, stale = None, (-math.inf, -math.inf), 0
     for epoch in range(1, config.epochs + 1):
         model.train()
         order = torch.randperm(len(train_x), generator=generator)
@@ -121,12 +121,19 @@ def train_model(
             seen += len(index)
         val_logits = predict_logits(model, val_x, tta_flips=config.tta_flips)
         val_auc = roc_auc(val_y.numpy(), val_logits)
-        record = {"epoch": epoch, "loss": total / max(seen, 1), "val_auc": val_auc}
+        val_loss = float(nn.functional.cross_entropy(torch.as_tensor(val_logits), val_y))
+        record = {
+            "epoch": epoch,
+            "loss": total / max(seen, 1),
+            "val_auc": val_auc,
+            "val_loss": val_loss,
+        }
         result.history.append(record)
         if on_epoch:
             on_epoch(record)
-        if val_auc > best_auc or best_state is None:
-            best_auc, stale = val_auc, 0
+        key = (val_auc if math.isfinite(val_auc) else -math.inf, -val_loss)
+        if best_state is None or key > best_key:  # best AUC; ties go to the lower val loss
+            best_key, stale = key, 0
             best_state = copy.deepcopy(model.state_dict())
             result.best_epoch, result.val_logits = epoch, val_logits
         else:
@@ -135,7 +142,7 @@ def train_model(
                 break
     model.load_state_dict(best_state)
     model.eval()
-    result.best_val_auc = best_auc
+    result.best_val_auc = best_key[0]
     result.seconds = time.perf_counter() - started
     return result
 
