@@ -8,6 +8,8 @@ Writes ``benchmarks/results/image.md``. Usage: ``python benchmarks/image.py
 [--seeds 0 1 2] [--datasets pneumoniamnist breastmnist] [--epochs N]``.
 """
 
+# ruff: noqa: E501  (Markdown table rows read better unbroken)
+
 from __future__ import annotations
 
 import argparse
@@ -20,31 +22,37 @@ from pathlib import Path
 import numpy as np
 import psutil
 import torch
-
-from medplug.calibration import softmax_with_temperature
-from medplug.contract import Case
-from medplug.evaluation import binary_metrics, expected_calibration_error
 from medplug_image.config import ImageModelConfig
 from medplug_image.datasets import read_npz
 from medplug_image.plugin import ImageClassifierPlugin
 from medplug_image.trainer import fit_model_folder
 from medplug_image.training import predict_logits, to_tensors
 
+from medplug.calibration import softmax_with_temperature
+from medplug.contract import Case
+from medplug.evaluation import binary_metrics, expected_calibration_error
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "plugins" / "medplug_image" / "configs"
 WORK = REPO / "benchmarks" / "work" / "image"
 RESULTS = REPO / "benchmarks" / "results" / "image.md"
 PUBLISHED = {  # MedMNIST v2 (Yang et al., Sci Data 2023), from the shared data README
-    "pneumoniamnist": [("ResNet-18 (28)", 0.944, 0.854), ("ResNet-50 (224)", 0.962, 0.884),
-                       ("Google AutoML Vision", 0.991, 0.946)],
+    "pneumoniamnist": [
+        ("ResNet-18 (28)", 0.944, 0.854),
+        ("ResNet-50 (224)", 0.962, 0.884),
+        ("Google AutoML Vision", 0.991, 0.946),
+    ],
     "breastmnist": [("ResNet-18 (28)", 0.901, 0.863), ("Google AutoML Vision", 0.919, 0.861)],
 }
 TARGETS = {"pneumoniamnist": 0.975, "breastmnist": 0.92}
 
 
 def shared_data() -> Path:
-    candidates = [os.environ.get("MEDPLUG_SHARED_DATA"), REPO.parent / "shared" / "data",
-                  Path("/work/shared/data")]
+    candidates = [
+        os.environ.get("MEDPLUG_SHARED_DATA"),
+        REPO.parent / "shared" / "data",
+        Path("/work/shared/data"),
+    ]
     for candidate in candidates:
         if candidate and (Path(candidate) / "medmnist").is_dir():
             return Path(candidate)
@@ -57,9 +65,14 @@ def run_seed(npz: Path, dataset: str, seed: int, epochs: int | None) -> dict:
     if epochs:
         config.epochs = epochs
     folder, result, _ = fit_model_folder(
-        npz, WORK / f"{dataset}-seed{seed}", config,
-        on_epoch=lambda r: print(f"  {dataset} seed {seed} epoch {r['epoch']}: "
-                                 f"loss {r['loss']:.4f} val AUC {r['val_auc']:.4f}", flush=True),
+        npz,
+        WORK / f"{dataset}-seed{seed}",
+        config,
+        on_epoch=lambda r: print(
+            f"  {dataset} seed {seed} epoch {r['epoch']}: "
+            f"loss {r['loss']:.4f} val AUC {r['val_auc']:.4f}",
+            flush=True,
+        ),
     )
     plugin = ImageClassifierPlugin.from_pretrained(folder, explain=False)
     test = read_npz(npz, "test", config)
@@ -69,12 +82,21 @@ def run_seed(npz: Path, dataset: str, seed: int, epochs: int | None) -> dict:
     calibrated = plugin.calibration.probabilities(logits)[:, 1]
     metrics = binary_metrics(test.labels, calibrated, plugin.calibration.threshold)
     return {
-        "seed": seed, "folder": folder, "labels": test.labels, "calibrated": calibrated,
-        "auc": metrics["auc"], "auc_ci95": metrics["auc_ci95"], "accuracy": metrics["accuracy"],
-        "ece_before": expected_calibration_error(test.labels, raw), "ece_after": metrics["ece"],
-        "brier_before": float(np.mean((raw - test.labels) ** 2)), "brier_after": metrics["brier"],
-        "val_auc": result.best_val_auc, "best_epoch": result.best_epoch,
-        "train_s": result.seconds, "temperature": plugin.calibration.temperature,
+        "seed": seed,
+        "folder": folder,
+        "labels": test.labels,
+        "calibrated": calibrated,
+        "auc": metrics["auc"],
+        "auc_ci95": metrics["auc_ci95"],
+        "accuracy": metrics["accuracy"],
+        "ece_before": expected_calibration_error(test.labels, raw),
+        "ece_after": metrics["ece"],
+        "brier_before": float(np.mean((raw - test.labels) ** 2)),
+        "brier_after": metrics["brier"],
+        "val_auc": result.best_val_auc,
+        "best_epoch": result.best_epoch,
+        "train_s": result.seconds,
+        "temperature": plugin.calibration.temperature,
         "threshold": plugin.calibration.threshold,
     }
 
@@ -85,7 +107,9 @@ def throughput(folder: Path, npz: Path, n_batch: int = 256, n_single: int = 32) 
     for explain in (False, True):
         plugin = ImageClassifierPlugin.from_pretrained(folder, explain=explain)
         test = read_npz(npz, "test", plugin.config)
-        cases = [Case(case_id=c, images=[v]) for c, v in zip(test.case_ids, test.volumes)]
+        cases = [
+            Case(case_id=c, images=[v]) for c, v in zip(test.case_ids, test.volumes, strict=True)
+        ]
         plugin.predict_batch(cases[:8])  # warm-up
         started = time.perf_counter()
         plugin.predict_batch(cases[:n_batch])
@@ -106,19 +130,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--datasets", nargs="+", default=["pneumoniamnist", "breastmnist"])
-    parser.add_argument("--epochs", type=int, default=None, help="override the configs (smoke runs)")
+    parser.add_argument(
+        "--epochs", type=int, default=None, help="override the configs (smoke runs)"
+    )
     args = parser.parse_args()
     data = shared_data() / "medmnist"
     load_before = os.getloadavg()[0]
     lines = [
-        "# Image plugin benchmark (MedMNIST v2, official splits)", "",
+        "# Image plugin benchmark (MedMNIST v2, official splits)",
+        "",
         f"Machine: {platform.processor() or platform.machine()}, {psutil.cpu_count()} logical cores, "
         f"torch {torch.__version__}, training with torch.set_num_threads(num_threads from the config). "
         f"Load average at start {load_before:.1f} (the machine was shared with other jobs, so "
-        "wall-clock times are pessimistic).", "",
+        "wall-clock times are pessimistic).",
+        "",
         "Train on train, epoch selection, temperature and operating point on val, figures on test. "
         "Configs: `plugins/medplug_image/configs/<dataset>.json`. `± ` is the SD over seeds; "
-        "the ensemble row averages the seeds' calibrated probabilities.", "",
+        "the ensemble row averages the seeds' calibrated probabilities.",
+        "",
     ]
     for dataset in args.datasets:
         npz = data / f"{dataset}.npz"
@@ -129,7 +158,8 @@ def main() -> None:
         speed = throughput(runs[0]["folder"], npz)
         met = "met" if ensemble["auc"] >= TARGETS[dataset] else "NOT met"
         lines += [
-            f"## {dataset}", "",
+            f"## {dataset}",
+            "",
             "| method | test AUC (95% CI) | test ACC | ECE before → after T | Brier before → after T"
             " | val AUC | train time / run |",
             "|---|---|---|---|---|---|---|",
@@ -155,15 +185,19 @@ def main() -> None:
             f"| – → {ensemble['ece']:.3f} | – → {ensemble['brier']:.3f} | – | – |"
         )
         for method, auc, acc in PUBLISHED[dataset]:
-            lines.append(f"| MedMNIST v2: {method} (published) | {auc:.3f} | {acc:.3f} | – | – | – | – |")
+            lines.append(
+                f"| MedMNIST v2: {method} (published) | {auc:.3f} | {acc:.3f} | – | – | – | – |"
+            )
         lines += [
             "",
             f"Target test AUC ≥ {TARGETS[dataset]}: **{met}** by the ensemble "
             f"({ensemble['auc']:.3f}); single-seed mean {statistics.mean(r['auc'] for r in runs):.3f}.",
             "",
             "Inference throughput through `ImageClassifierPlugin` (preprocessing included, model of "
-            f"seed {runs[0]['seed']}, default torch threads):", "",
-            "| path | images/s without Grad-CAM | images/s with Grad-CAM |", "|---|---|---|",
+            f"seed {runs[0]['seed']}, default torch threads):",
+            "",
+            "| path | images/s without Grad-CAM | images/s with Grad-CAM |",
+            "|---|---|---|",
             f"| `predict_batch` (256 images, one forward pass) | {speed[('batch', False)]:.0f} "
             f"| {speed[('batch', True)]:.0f} |",
             f"| `predict` one at a time | {speed[('single', False)]:.0f} | {speed[('single', True)]:.0f} |",

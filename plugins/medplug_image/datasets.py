@@ -95,7 +95,9 @@ def label_index(value: str, labels: list[str], case_id: str) -> int:
         number = None
     if number is not None and number.is_integer() and 0 <= int(number) < len(labels):
         return int(number)
-    raise DataError(f"case {case_id!r}: label {text!r} is not one of the configured labels {labels}")
+    raise DataError(
+        f"case {case_id!r}: label {text!r} is not one of the configured labels {labels}"
+    )
 
 
 # --------------------------------------------------------------------------- npz
@@ -122,7 +124,10 @@ def read_npz(path: Path, split: str, config: ImageModelConfig) -> LabelledImages
             f"{path}: case '{split}-{bad[0]}' has label {labels[bad[0]]}, outside the "
             f"{config.num_classes} configured labels {config.labels}"
         )
-    volumes = [ImageVolume(array=image, source=f"{path.name}:{split}[{i}]") for i, image in enumerate(images)]
+    volumes = [
+        ImageVolume(array=image, source=f"{path.name}:{split}[{i}]")
+        for i, image in enumerate(images)
+    ]
     case_ids = [f"{split}-{i}" for i in range(len(images))]
     return LabelledImages(volumes, labels, case_ids, source=str(path))
 

@@ -97,7 +97,9 @@ class ImageClassifierPlugin(Plugin):
         )
 
     @classmethod
-    def info_for(cls, config: ImageModelConfig, metrics: dict[str, Any] | None = None) -> PluginInfo:
+    def info_for(
+        cls, config: ImageModelConfig, metrics: dict[str, Any] | None = None
+    ) -> PluginInfo:
         """The info of a trained model: the generic description made specific."""
         info = cls.describe()
         info.labels = list(config.labels)
@@ -155,7 +157,9 @@ class ImageClassifierPlugin(Plugin):
             except MedplugError as exc:
                 results[position] = self._error_prediction(case, exc)
         if prepared:
-            for position, prediction in zip(positions, self._predict_prepared(prepared), strict=True):
+            for position, prediction in zip(
+                positions, self._predict_prepared(prepared), strict=True
+            ):
                 results[position] = prediction
         per_case = (time.perf_counter() - started) / max(len(cases), 1)
         for prediction in results:
@@ -232,7 +236,8 @@ class ImageClassifierPlugin(Plugin):
         maps: list[torch.Tensor | None] = [None] * len(images)
         for class_idx in np.unique(classes):
             members = np.flatnonzero(classes == class_idx)
-            for member, heat in zip(members, self._explainer(images[members], int(class_idx))):
+            heats = self._explainer(images[members], int(class_idx))
+            for member, heat in zip(members, heats, strict=True):
                 maps[member] = heat
         return maps  # type: ignore[return-value]
 
@@ -254,7 +259,9 @@ class ImageClassifierPlugin(Plugin):
             assert image is not None
             explanation = None
             if heatmaps is not None:
-                heatmap = invert_to_input(heatmaps[i], item.tensor, self.transform, image.array.shape)
+                heatmap = invert_to_input(
+                    heatmaps[i], item.tensor, self.transform, image.array.shape
+                )
                 explanation = Explanation(heatmap=heatmap, heatmap_affine=np.asarray(image.affine))
             predictions.append(
                 Prediction(
@@ -262,7 +269,9 @@ class ImageClassifierPlugin(Plugin):
                     plugin_version=self.info.version,
                     case_id=item.case.case_id,
                     label=labels[int(predicted[i])],
-                    probabilities={name: float(p) for name, p in zip(labels, probs[i], strict=True)},
+                    probabilities={
+                        name: float(p) for name, p in zip(labels, probs[i], strict=True)
+                    },
                     embedding=embeddings[i],
                     explanation=explanation,
                     provenance=self._provenance(item.case),

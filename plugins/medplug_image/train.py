@@ -11,12 +11,16 @@ import typer
 
 
 def train_command(
-    data: Path = typer.Option(..., "--data", exists=True, help="MedMNIST-style .npz or manifest CSV."),
+    data: Path = typer.Option(
+        ..., "--data", exists=True, help="MedMNIST-style .npz or manifest CSV."
+    ),
     out: Path = typer.Option(..., "--out", help="Model folder to write."),
     config: str = typer.Option(
         None, "--config", help="Config JSON file, or a shipped config name (demo, pneumoniamnist)."
     ),
-    image_column: str = typer.Option(None, "--image-column", help="Manifest column with image paths."),
+    image_column: str = typer.Option(
+        None, "--image-column", help="Manifest column with image paths."
+    ),
     epochs: int = typer.Option(None, "--epochs", help="Override the config's epochs."),
     seed: int = typer.Option(None, "--seed", help="Override the config's seed."),
 ) -> None:
