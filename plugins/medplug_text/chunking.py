@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-POOLING = ("mean", "max")
+POOLING = ("mean",)
 
 
 @dataclass(frozen=True)
@@ -55,20 +55,13 @@ def make_chunks(
 
 
 def pool(values: np.ndarray, chunks: Sequence[Chunk], n_reports: int, how: str) -> np.ndarray:
-    """Combine per-chunk rows of ``values`` into one row per report."""
+    """Combine per-chunk rows of ``values`` into one row per report (token-weighted mean)."""
     if how not in POOLING:
         raise ValueError(f"pooling must be one of {POOLING}, got {how!r}")
     pooled = np.zeros((n_reports, values.shape[1]), dtype=np.float64)
-    if how == "max":
-        pooled.fill(-np.inf)
     weights = np.zeros(n_reports, dtype=np.float64)
     for row, chunk in zip(values, chunks, strict=True):
-        if how == "max":
-            pooled[chunk.report] = np.maximum(pooled[chunk.report], row)
-        else:
-            weight = max(chunk.n_content, 1)
-            pooled[chunk.report] += weight * row
-            weights[chunk.report] += weight
-    if how == "mean":
-        pooled /= weights[:, None]
-    return pooled.astype(np.float32)
+        weight = max(chunk.n_content, 1)
+        pooled[chunk.report] += weight * row
+        weights[chunk.report] += weight
+    return (pooled / weights[:, None]).astype(np.float32)

@@ -21,6 +21,8 @@ class TrainConfig:
     warmup_fraction: float = 0.1
     window: WindowSettings = field(default_factory=WindowSettings)
     sections: tuple[str, ...] | None = DEFAULT_SECTIONS
+    # Fine-tune only the top N encoder layers (None = all); cheaper for big backbones.
+    train_top_layers: int | None = None
     # Offline default only (ignored with a backbone):
     vocab_size: int = 4000
     size: CompactBertSize = field(default_factory=CompactBertSize)
@@ -36,7 +38,7 @@ class TrainConfig:
 
 PRESETS: dict[str, TrainConfig] = {
     # Compact BERT trained from scratch: ~0.6 M parameters, minutes on 2 cores.
-    "default": TrainConfig(),
+    "default": TrainConfig(epochs=6, mlm_epochs=0),
     # The demonstration model on the generated sample cohort: seconds.
     "demo": TrainConfig(
         epochs=10,
@@ -53,7 +55,7 @@ PRESETS: dict[str, TrainConfig] = {
         ),
     ),
     # A pretrained local checkpoint (--backbone): small learning rate, few epochs.
-    "backbone": TrainConfig(epochs=3, learning_rate=5e-5, batch_size=16, mlm_learning_rate=5e-5),
+    "backbone": TrainConfig(epochs=2, learning_rate=1e-4, batch_size=16, mlm_learning_rate=5e-5),
 }
 
 

@@ -14,7 +14,13 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_sc
 
 from medplug_text.chunking import Chunk
 from medplug_text.config import TrainConfig
-from medplug_text.inference import chunk_reports, forward_chunks, pad_batch, pool
+from medplug_text.inference import (
+    chunk_reports,
+    forward_chunks,
+    length_grouped_batches,
+    pad_batch,
+    pool,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +53,16 @@ def fine_tune(
     After each epoch the pooled validation loss is measured, and the weights of
     the best epoch are restored at the end.
     """
+    if config.train_top_layers is not None:
+        freeze_lower_layers(model, config.train_top_layers)
     chunks = chunk_reports(tokenizer, train_texts, config.window)
     chunk_labels = [int(train_labels[chunk.report]) for chunk in chunks]
     val_chunks = chunk_reports(tokenizer, val_texts, config.window)
     val_y = np.asarray(val_labels, dtype=int)
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        [p for p in model.parameters() if p.requires_grad],
+        lr=config.learning_rate,
+        weight_decay=config.weight_decay,
     )
     steps = config.epochs * ((len(chunks) + config.batch_size - 1) // config.batch_size)
     schedule = get_linear_schedule_with_warmup(
@@ -76,12 +86,27 @@ def fine_tune(
     return history
 
 
+def freeze_lower_layers(model: PreTrainedModel, train_top_layers: int) -> None:
+    """Train only the top ``train_top_layers`` encoder layers and the head.
+
+    Cuts the backward pass of a large pretrained backbone on CPU; a model
+    without a BERT-like ``encoder.layer`` list is trained whole.
+    """
+    base = model.base_model
+    layers = getattr(getattr(base, "encoder", None), "layer", None)
+    if layers is None or train_top_layers >= len(layers):
+        return
+    frozen = [getattr(base, "embeddings", None), *list(layers)[: len(layers) - train_top_layers]]
+    for module in frozen:
+        if module is not None:
+            module.requires_grad_(False)
+    log.info("fine-tuning the top %d of %d encoder layers", train_top_layers, len(layers))
+
+
 def _train_epoch(model, tokenizer, chunks, labels, optimizer, schedule, config, rng) -> None:
-    order = list(range(len(chunks)))
-    rng.shuffle(order)
     model.train()
-    for begin in range(0, len(order), config.batch_size):
-        index = order[begin : begin + config.batch_size]
+    lengths = [len(chunk.input_ids) for chunk in chunks]
+    for index in length_grouped_batches(lengths, config.batch_size, rng):
         batch = pad_batch([chunks[i] for i in index], tokenizer.pad_token_id)
         batch["labels"] = torch.tensor([labels[i] for i in index])
         loss = model(**batch).loss

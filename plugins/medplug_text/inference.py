@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -51,6 +52,25 @@ def pad_batch(chunks: Sequence[Chunk], pad_id: int) -> dict[str, torch.Tensor]:
         ids[row, : len(chunk.input_ids)] = torch.tensor(chunk.input_ids)
         mask[row, : len(chunk.input_ids)] = 1
     return {"input_ids": ids, "attention_mask": mask}
+
+
+def length_grouped_batches(
+    lengths: Sequence[int], batch_size: int, rng: random.Random, group: int = 50
+) -> list[list[int]]:
+    """Shuffled batches of similar length (like HF ``group_by_length``): less padding.
+
+    Indices are shuffled, cut into groups of ``group`` batches, sorted by length
+    inside each group, batched, and the batches shuffled again.
+    """
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    batches = []
+    span = batch_size * group
+    for begin in range(0, len(order), span):
+        part = sorted(order[begin : begin + span], key=lambda index: lengths[index])
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    rng.shuffle(batches)
+    return batches
 
 
 def forward_chunks(

@@ -15,6 +15,7 @@ from transformers import (
 )
 
 from medplug_text.chunking import Chunk
+from medplug_text.inference import length_grouped_batches
 
 log = logging.getLogger(__name__)
 
@@ -37,16 +38,13 @@ def pretrain_mlm(
     steps = epochs * ((len(chunks) + batch_size - 1) // batch_size)
     schedule = get_linear_schedule_with_warmup(optimizer, int(0.1 * steps), max(steps, 1))
     rng = random.Random(seed)
-    order = list(range(len(chunks)))
+    lengths = [len(chunk.input_ids) for chunk in chunks]
     losses = []
     model.train()
     for epoch in range(epochs):
-        rng.shuffle(order)
         total = 0.0
-        for begin in range(0, len(order), batch_size):
-            examples = [
-                {"input_ids": list(chunks[i].input_ids)} for i in order[begin : begin + batch_size]
-            ]
+        for index in length_grouped_batches(lengths, batch_size, rng):
+            examples = [{"input_ids": list(chunks[i].input_ids)} for i in index]
             batch = collator(examples)
             loss = model(**batch).loss
             loss.backward()

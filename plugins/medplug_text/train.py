@@ -78,6 +78,9 @@ def train_command(
     learning_rate: float = typer.Option(None, "--lr", help="Fine-tuning learning rate."),
     max_length: int = typer.Option(None, "--max-length", help="Model window in tokens."),
     preset_name: str = typer.Option(None, "--preset", help="default, demo or backbone."),
+    train_top_layers: int = typer.Option(
+        None, "--train-top-layers", help="Fine-tune only the top N encoder layers (big backbones)."
+    ),
     label_names: str = typer.Option(
         None, "--label-names", help="Comma-separated names for the sorted label values."
     ),
@@ -95,6 +98,7 @@ def train_command(
         "mlm_epochs": mlm_epochs,
         "epochs": epochs,
         "learning_rate": learning_rate,
+        "train_top_layers": train_top_layers,
         "seed": seed,
     }
     if max_length is not None:
