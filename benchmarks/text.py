@@ -42,11 +42,15 @@ from medplug.evaluation import binary_metrics  # noqa: E402
 
 WORK = REPO / "benchmarks" / "work" / "text"
 RESULTS = REPO / "benchmarks" / "results" / "text.md"
-THREADS = 2
+# 2 = the machine's cores. On an oversubscribed shared box set MEDPLUG_BENCH_THREADS=1:
+# two spinning torch threads then burn ~10x the CPU time of one (measured, see text.md).
+THREADS = int(os.environ.get("MEDPLUG_BENCH_THREADS", "2"))
 MLM_EPOCHS = int(os.environ.get("MEDPLUG_BENCH_MLM_EPOCHS", "3"))
 # The pretrained backbone is ~40x the compact model: on 2 CPU cores one epoch, top layers only.
 MINILM_EPOCHS = int(os.environ.get("MEDPLUG_BENCH_MINILM_EPOCHS", "1"))
 MINILM_TOP_LAYERS = int(os.environ.get("MEDPLUG_BENCH_MINILM_TOP_LAYERS", "3"))
+# Fine-tune the backbone on the first N training reports only (0 = all of them).
+MINILM_TRAIN = int(os.environ.get("MEDPLUG_BENCH_MINILM_TRAIN", "0"))
 LABELS = ["normal", "abnormal"]
 
 
@@ -126,13 +130,14 @@ def run_tfidf(splits: dict[str, Split]) -> Row:
 
 
 def run_transformer(
-    name: str, splits: dict[str, Split], config, backbone: Path | None = None
+    name: str, splits: dict[str, Split], config, backbone: Path | None = None, n_train: int = 0
 ) -> Row:
     out = WORK / name.replace(" ", "_").replace("+", "plus")
+    n_train = n_train or len(splits["train"].labels)
     result = train_report_model(
         out,
-        splits["train"].texts,
-        splits["train"].labels,
+        splits["train"].texts[:n_train],
+        splits["train"].labels[:n_train],
         splits["val"].texts,
         splits["val"].labels,
         LABELS,
@@ -158,6 +163,8 @@ def run_transformer(
     if "mlm" in seconds:
         note += f", MLM {config.mlm_epochs} epochs {seconds['mlm']:.0f} s"
     note += f", {chunked} test reports chunked"
+    if n_train < len(splits["train"].labels):
+        note += f", trained on the first {n_train} training reports only"
     return Row(name, binary_metrics(test.labels, probs), seconds["total"], batch1, batch32,
                explain, params, note)  # fmt: skip
 
@@ -201,7 +208,7 @@ def write_results(rows: list[Row], splits, dropped: int, load: tuple, wall_s: fl
         + ".",
         "",
         f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
-        f"torch {torch.__version__} on {THREADS} threads, no GPU. **The machine was shared with "
+        f"torch {torch.__version__} on {THREADS} thread(s), no GPU. **The machine was shared with "
         f"other engineers' jobs during the run** (load average {load[0]:.1f} at start, "
         f"{load[1]:.1f} at end), so absolute times are noisy; the ratios are measured side by "
         f"side in one run. Whole benchmark: {wall_s / 60:.1f} min.",
@@ -260,6 +267,7 @@ def main() -> None:
                 splits,
                 preset("backbone", epochs=MINILM_EPOCHS, train_top_layers=MINILM_TOP_LAYERS),
                 folder,
+                MINILM_TRAIN,
             )
         )
     else:

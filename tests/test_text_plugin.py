@@ -48,6 +48,15 @@ PHI = {
 PHI_FRAGMENTS = ["gregory", "houseman", "03/14", "2021", "867", "5309", "88123456", "example.org"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models run faster on one thread, and do not fight other jobs for cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def synthetic_report(rng: random.Random, abnormal: bool) -> str:
     sentences = rng.sample(NORMAL, 3) + ([rng.choice(ABNORMAL)] if abnormal else [])
     rng.shuffle(sentences)
@@ -200,9 +209,7 @@ def test_phi_never_reaches_logs_or_prediction_text(
     finally:
         plugin.window = original
     for prediction in predictions:
-        payload = prediction.to_json()
-        payload.pop("embedding")
-        emitted = json.dumps(payload).lower()
+        emitted = " ".join(text_fields(prediction.to_json())).lower()
         for fragment in PHI_FRAGMENTS:
             assert fragment not in emitted, fragment
     tokens = [token for token, _ in predictions[0].explanation.token_attributions]
@@ -210,6 +217,17 @@ def test_phi_never_reaches_logs_or_prediction_text(
     logged = caplog.text.lower()
     for fragment in PHI_FRAGMENTS + ["pleural effusion"]:
         assert fragment not in logged, fragment
+
+
+def text_fields(value: object) -> list[str]:
+    """Every string (keys included) in a JSON-ready value; numbers are not text."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [*value.keys(), *(text for v in value.values() for text in text_fields(v))]
+    if isinstance(value, list):
+        return [text for v in value for text in text_fields(v)]
+    return []
 
 
 def test_scrubber_patterns() -> None:
@@ -308,3 +326,27 @@ def test_pretrained_minilm_backbone_fine_tunes(report_csv: Path, tmp_path: Path)
     assert prediction.embedding.shape == (384,)
     assert set(prediction.probabilities) == {"0", "1"}
     assert "minilm" in prediction.provenance["backbone"].lower()
+
+
+def test_demo_model_on_sample_cohort_and_cli_predict(sample_cohort: Path, tmp_path: Path) -> None:
+    from medplug_text.demo import train_demo
+
+    result = train_demo(sample_cohort, tmp_path)
+    rows = list(csv.DictReader((sample_cohort / "manifest.csv").open()))
+    plugin = ReportClassifierPlugin.from_pretrained(result.folder, explain=False)
+    predictions = plugin.predict_batch([Case(r["case_id"], report=r["report_text"]) for r in rows])
+    correct = sum(p.label == r["label_name"] for p, r in zip(predictions, rows, strict=True))
+    assert correct >= 0.75 * len(rows)
+
+    case_dir = sample_cohort / rows[0]["dicom_dir"]
+    report = sample_cohort / rows[0]["report_path"]
+    output = CliRunner().invoke(
+        app,
+        ["predict", str(case_dir), "--report", str(report), "--plugin", "report-classifier",
+         "--model", str(result.folder), "--json"],
+    )  # fmt: skip
+    assert output.exit_code == 0, output.output
+    payload = json.loads(output.output)
+    assert payload["plugin"] == "report-classifier"
+    assert payload["label"] in {"lesion", "no_lesion"}
+    assert payload["explanation"]["token_attributions"]

@@ -41,17 +41,17 @@ PRESETS: dict[str, TrainConfig] = {
     "default": TrainConfig(epochs=6, mlm_epochs=0),
     # The demonstration model on the generated sample cohort: seconds.
     "demo": TrainConfig(
-        epochs=10,
-        learning_rate=5e-3,
+        epochs=30,
+        learning_rate=3e-3,
         batch_size=8,
         vocab_size=300,
-        window=WindowSettings(max_length=64, stride=32),
+        window=WindowSettings(max_length=128, stride=64),
         size=CompactBertSize(
             hidden_size=32,
             num_hidden_layers=1,
             num_attention_heads=2,
             intermediate_size=64,
-            max_position_embeddings=64,
+            max_position_embeddings=128,
         ),
     ),
     # A pretrained local checkpoint (--backbone): small learning rate, few epochs.
