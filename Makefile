@@ -7,6 +7,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 MEDPLUG := $(VENV)/bin/medplug
 TORCH_VERSION ?= 2.13.0
+# Where this workplace keeps the CPU torch wheel; harmless elsewhere.
+WHEELS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
 SAMPLE := sample_data/cohort
 MODELS := sample_data/models
 export MEDPLUG_MODELS := $(abspath $(MODELS))
@@ -18,7 +20,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet torch==$(TORCH_VERSION)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet $(WHEELS) torch==$(TORCH_VERSION)
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $@
 
