@@ -4,4 +4,4 @@ Embeddings come from other plugins through the contract (``embed``), looked up
 by name in the registry; this package never imports their modules.
 """
 
-MODALITIES = ("image", "text", "clinical")
+MODALITIES = ("image", "report", "clinical")

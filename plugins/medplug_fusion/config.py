@@ -23,7 +23,7 @@ class SourceConfig:
 class FusionConfig:
     """Training options for ``medplug train fusion`` (``--config`` takes this as JSON).
 
-    ``image`` / ``text`` name the plugins whose ``embed`` feeds the model; leave one
+    ``image`` / ``report`` name the plugins whose ``embed`` feeds the model; leave one
     out to fuse fewer modalities. ``clinical_fields`` maps a field to ``numeric`` or
     ``categorical``; left empty, every non-reserved manifest column is used and its
     kind inferred.
@@ -31,7 +31,7 @@ class FusionConfig:
 
     task: Task = "classification"
     image: SourceConfig | None = None
-    text: SourceConfig | None = None
+    report: SourceConfig | None = None
     clinical_fields: dict[str, str] = field(default_factory=dict)
     labels: list[str] = field(default_factory=list)
     projection_dim: int = 32
@@ -52,7 +52,7 @@ class FusionConfig:
     def __post_init__(self) -> None:
         if self.task not in ("classification", "survival"):
             raise DataError(f"task must be 'classification' or 'survival', got {self.task!r}")
-        for name in ("image", "text"):
+        for name in ("image", "report"):
             value = getattr(self, name)
             if isinstance(value, dict):
                 setattr(self, name, SourceConfig(**value))
@@ -76,6 +76,18 @@ class FusionConfig:
         return cls(**data)
 
     @classmethod
+    def from_preset_or_file(cls, name_or_path: str | Path) -> FusionConfig:
+        """A preset name (``demo``, ``classification``, ``survival``) or a JSON file."""
+        if str(name_or_path) in PRESETS:
+            return cls.from_dict(PRESETS[str(name_or_path)])
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise DataError(
+                f"--config {name_or_path!r} is neither a preset {sorted(PRESETS)} nor a file"
+            )
+        return cls.from_file(path)
+
+    @classmethod
     def from_file(cls, path: str | Path) -> FusionConfig:
         import json
 
@@ -84,3 +96,29 @@ class FusionConfig:
             return cls.from_dict(json.loads(path.read_text()))
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}: invalid JSON config ({exc})") from exc
+
+
+BUILT_IN_SOURCES: dict[str, Any] = {
+    "image": {"plugin": "image-classifier"},
+    "report": {"plugin": "report-classifier"},
+}
+
+# Model folders of the embedding plugins default to ``$MEDPLUG_MODELS/<plugin>``.
+PRESETS: dict[str, dict[str, Any]] = {
+    "classification": {"task": "classification", **BUILT_IN_SOURCES},
+    "demo": {
+        "task": "classification",
+        **BUILT_IN_SOURCES,
+        "projection_dim": 16,
+        "hidden_dim": 32,
+        "batch_size": 16,
+        "patience": 30,
+        "ensemble": 3,
+    },
+    "survival": {
+        "task": "survival",
+        "batch_size": 256,
+        "weight_decay": 1e-3,
+        "ensemble": 5,
+    },
+}

@@ -18,8 +18,8 @@ from medplug.contract import Case, Plugin
 from medplug.errors import MedplugError, PluginError
 from medplug.registry import load_plugin
 
-INPUT_KIND = {"image": "image", "text": "text"}
-WHAT_IS_MISSING = {"image": "no image", "text": "no report"}
+INPUT_KIND = {"image": "image", "report": "text"}
+WHAT_IS_MISSING = {"image": "no image", "report": "no report"}
 
 
 @dataclass

@@ -20,7 +20,7 @@ from medplug_fusion.training import fit_model
 def build_sources(config: FusionConfig) -> dict[str, EmbeddingSource]:
     """Load each configured embedding plugin by name through the registry."""
     sources = {}
-    for modality in ("image", "text"):
+    for modality in ("image", "report"):
         source = getattr(config, modality)
         if source is not None:
             sources[modality] = EmbeddingSource(modality, source.plugin, source.model_dir)
@@ -46,7 +46,7 @@ def fit_fusion(
         names = sorted({name for record in records for name in record})
         field_kinds = infer_field_kinds(pd.DataFrame.from_records(records, columns=names))
     clinical = ClinicalPreprocessor(field_kinds).fit(records) if field_kinds else None
-    modalities = [m for m in ("image", "text") if m in sources]
+    modalities = [m for m in ("image", "report") if m in sources]
     if clinical is not None:
         modalities.append("clinical")
     if not modalities:

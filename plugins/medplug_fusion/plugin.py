@@ -22,7 +22,7 @@ from medplug_fusion.model import FusionEnsemble, FusionModel
 from medplug_fusion.network import FusionNet
 
 VERSION = "0.1.0"
-INPUT_KIND = {"image": "image", "text": "text", "clinical": "tabular"}
+INPUT_KIND = {"image": "image", "report": "text", "clinical": "tabular"}
 
 
 class FusionPlugin(Plugin):
@@ -74,11 +74,7 @@ class FusionPlugin(Plugin):
         info.task = self.config.task
         info.labels = list(self.model.labels)
         present = set(self.model.modalities)
-        info.inputs = {
-            key: spec
-            for key, spec in info.inputs.items()
-            if {"image": "image", "report": "text", "clinical": "clinical"}[key] in present
-        }
+        info.inputs = {key: spec for key, spec in info.inputs.items() if key in present}
         if "clinical" in info.inputs and self.clinical is not None:
             info.inputs["clinical"].fields = self.clinical.fields
         return info

@@ -25,8 +25,8 @@ def train_command(
     ),
     image_plugin: str = typer.Option(None, "--image-plugin", help="Override config: plugin name."),
     image_model: Path = typer.Option(None, "--image-model", help="Its model folder."),
-    text_plugin: str = typer.Option(None, "--text-plugin", help="Override config: plugin name."),
-    text_model: Path = typer.Option(None, "--text-model", help="Its model folder."),
+    report_plugin: str = typer.Option(None, "--report-plugin", help="Override config: plugin."),
+    report_model: Path = typer.Option(None, "--report-model", help="Its model folder."),
 ) -> None:
     """Train a fusion model (classification or Cox survival) on image + report + clinical."""
     from medplug.cli.output import console, medplug_errors_exit
@@ -35,11 +35,13 @@ def train_command(
     from medplug_fusion.manifest import read_manifest
 
     with medplug_errors_exit():
-        settings = FusionConfig.from_file(config) if config else FusionConfig()
+        settings = FusionConfig.from_preset_or_file(config) if config else FusionConfig()
         if image_plugin:
             settings.image = SourceConfig(image_plugin, str(image_model) if image_model else None)
-        if text_plugin:
-            settings.text = SourceConfig(text_plugin, str(text_model) if text_model else None)
+        if report_plugin:
+            settings.report = SourceConfig(
+                report_plugin, str(report_model) if report_model else None
+            )
         fields = list(settings.clinical_fields) or None
         data = read_manifest(manifest, fields, settings.task)
         if data.label_names and not settings.labels:
