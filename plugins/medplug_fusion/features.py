@@ -59,28 +59,31 @@ class CaseFeaturizer:
         records = [case.clinical for case in cases]
         values = self.clinical.transform(records)
         frame = self.clinical.frame(records)
-        mask = frame.notna().any(axis=1).to_numpy()
-        known = self.known_categories()
+        empty = frame.isna().to_numpy()
+        mask = ~empty.all(axis=1)
+        names = self.clinical.fields
+        unseen = np.zeros_like(empty)
+        for name, categories in self.known_categories().items():
+            column = names.index(name)
+            unseen[:, column] = ~empty[:, column] & ~frame[name].isin(categories).to_numpy()
         for index, record in enumerate(records):
             if not mask[index]:
                 warnings[index].append(
                     "clinical missing (no usable clinical field); predicted without it"
                 )
                 continue
-            empty = [name for name in self.clinical.fields if frame[name].isna().iloc[index]]
             bad = self.clinical.unparsable_fields(record)
+            missing = [
+                n for n, gap in zip(names, empty[index], strict=True) if gap and n not in bad
+            ]
             if bad:
                 warnings[index].append(f"clinical field(s) {bad} not a number; treated as missing")
-            elif empty:
-                warnings[index].append(f"clinical field(s) {empty} missing; imputed")
-            unseen = [
-                name
-                for name, categories in known.items()
-                if frame[name].notna().iloc[index] and frame[name].iloc[index] not in categories
-            ]
-            if unseen:
+            if missing:
+                warnings[index].append(f"clinical field(s) {missing} missing; imputed")
+            if unseen[index].any():
+                fields = [n for n, new in zip(names, unseen[index], strict=True) if new]
                 warnings[index].append(
-                    f"clinical field(s) {unseen} have a category not seen in training; "
+                    f"clinical field(s) {fields} have a category not seen in training; "
                     "treated as unknown"
                 )
         values[~mask] = 0.0
