@@ -47,7 +47,10 @@ class ManifestData:
 
 
 def read_manifest(
-    path: str | Path, clinical_fields: list[str] | None = None, task: str = "classification"
+    path: str | Path,
+    clinical_fields: list[str] | None = None,
+    task: str = "classification",
+    image_columns: tuple[str, ...] = IMAGE_COLUMNS,
 ) -> ManifestData:
     """Cases with their images read through ``medplug.ingest``; unreadable images
     become a missing image (recorded in ``load_warnings``), never a crash."""
@@ -69,7 +72,7 @@ def read_manifest(
         case_id = str(row["case_id"])
         case = Case(case_id=case_id, report=_report(row, root, case_id))
         case.clinical = {c: (row[c] if row[c].strip() else None) for c in columns}
-        image_path = next((row[c] for c in IMAGE_COLUMNS if c in row and row[c].strip()), None)
+        image_path = next((row[c] for c in image_columns if c in row and row[c].strip()), None)
         if image_path:
             try:
                 case.images = [_load_image(root / image_path)]

@@ -45,6 +45,9 @@ class FusionPlugin(Plugin):
         self.explain = explain
         self.featurize = CaseFeaturizer(model.modalities, sources, clinical)
         self.info = self._info()
+        # Masking a clinical field swaps in its "missing" columns; computed once.
+        self._field_slices = clinical.field_slices() if clinical is not None else {}
+        self._missing_row = clinical.missing_row() if clinical is not None else None
 
     # ------------------------------------------------------------------ description
 
@@ -163,12 +166,9 @@ class FusionPlugin(Plugin):
     def _field_attributions(self, inputs: Any, index: int) -> dict[str, float] | None:
         if self.clinical is None or "clinical" not in self.model.modalities:
             return None
+        assert self._missing_row is not None
         return clinical_field_shapley(
-            self.model.score,
-            inputs,
-            self.clinical.field_slices(),
-            self.clinical.missing_row(),
-            index,
+            self.model.score, inputs, self._field_slices, self._missing_row, index
         )
 
     def _provenance(self, present: np.ndarray) -> dict[str, Any]:
