@@ -297,7 +297,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", default="survival,generated,semisynthetic")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(1)  # tiny MLPs: threads only add contention on a shared box
     data_root = shared_data()
     WORK.mkdir(parents=True, exist_ok=True)
     wanted = args.only.split(",")

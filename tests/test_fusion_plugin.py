@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +15,11 @@ from lifelines import CoxPHFitter
 from lifelines.datasets import load_gbsg2, load_rossi
 from medplug_fusion.config import FusionConfig
 from medplug_fusion.fit import fit_fusion
+from medplug_fusion.manifest import read_manifest
 from medplug_fusion.plugin import FusionPlugin
 from medplug_fusion.survival import concordance, cox_partial_likelihood
 
-from medplug.contract import Case
+from medplug.contract import Case, ImageVolume
 from medplug.errors import MissingInputError, ModelFileError
 from medplug.registry import load_plugin
 
@@ -146,3 +150,155 @@ def test_tampered_model_folder_is_refused(survival_plugin, tmp_path) -> None:
         handle.write(b"\0")
     with pytest.raises(ModelFileError, match="clinical.skops"):
         FusionPlugin.from_pretrained(copy)
+
+
+# --------------------------------------------------------------------------- with the real
+# image and report plugins, trained by their own `medplug train` commands on a generated cohort
+
+
+def medplug_cli(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "medplug.cli.main", *args]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def fused_setup(tmp_path_factory) -> dict:
+    """Cohort, image/report models from their trainers, and a fusion model trained by CLI."""
+    from medplug.sampledata import generate_cohort
+
+    root = tmp_path_factory.mktemp("fusion-cohort")
+    cohort = generate_cohort(root / "cohort", n_cases=32, seed=3, missing_rate=0.15)
+    manifest = str(cohort / "manifest.csv")
+    image_dir, report_dir, fusion_dir = root / "image", root / "report", root / "fusion"
+    medplug_cli(
+        "train",
+        "image",
+        "--data",
+        manifest,
+        "--config",
+        "demo",
+        "--image-column",
+        "nifti",
+        "--epochs",
+        "2",
+        "--out",
+        str(image_dir),
+    )
+    medplug_cli(
+        "train",
+        "text",
+        "--data",
+        manifest,
+        "--text-col",
+        "report_text",
+        "--label-col",
+        "label",
+        "--preset",
+        "demo",
+        "--epochs",
+        "2",
+        "--label-names",
+        "no_lesion,lesion",
+        "--out",
+        str(report_dir),
+    )
+    config = root / "fusion.json"
+    config.write_text(
+        json.dumps(
+            {
+                "task": "classification",
+                "image": {"plugin": "image-classifier", "model_dir": str(image_dir)},
+                "report": {"plugin": "report-classifier", "model_dir": str(report_dir)},
+                "max_epochs": 40,
+                "ensemble": 2,
+            }
+        )
+    )
+    medplug_cli(
+        "train", "fusion", "--manifest", manifest, "--config", str(config), "--out", str(fusion_dir)
+    )
+    data = read_manifest(cohort / "manifest.csv", image_columns=("nifti",))
+    return {"cohort": cohort, "fusion_dir": fusion_dir, "data": data}
+
+
+def test_fused_prediction_names_missing_modalities(fused_setup) -> None:
+    plugin = load_plugin("fusion", fused_setup["fusion_dir"])
+    full, no_report, no_image = fused_setup["data"].cases[:3]
+    no_report.report = None
+    no_image.images = []
+    predictions = plugin.predict_batch([full, no_report, no_image])
+    assert not any("missing (" in w for w in predictions[0].warnings)
+    assert any(w.startswith("report missing") for w in predictions[1].warnings)
+    assert any(w.startswith("image missing") for w in predictions[2].warnings)
+    assert predictions[1].provenance["modalities_used"] == ["image", "clinical"]
+    for prediction in predictions:
+        assert set(prediction.probabilities) == {"no_lesion", "lesion"}
+        assert sum(prediction.probabilities.values()) == pytest.approx(1.0)
+        assert prediction.label in ("no_lesion", "lesion")
+    # Only the report is left: still a prediction, with two warnings.
+    report_only = Case(case_id="report-only", report=full.report)
+    warnings = plugin.predict(report_only).warnings
+    assert {w.split()[0] for w in warnings if "missing (" in w} == {"image", "clinical"}
+
+
+def test_modality_contributions_sum_to_prediction_minus_baseline(fused_setup) -> None:
+    plugin = load_plugin("fusion", fused_setup["fusion_dir"])
+    cases = fused_setup["data"].cases[:6]
+    cases[1].report = None
+    cases[2].images = []
+    cases[3].clinical = {}
+    for prediction in plugin.predict_batch(cases):
+        contributions = prediction.explanation.modality_contributions
+        assert set(contributions) == {"image", "report", "clinical"}
+        gap = prediction.outputs["score"] - prediction.outputs["baseline_score"]
+        assert sum(contributions.values()) == pytest.approx(gap, abs=1e-6)
+        assert prediction.outputs["score"] == pytest.approx(prediction.probabilities["lesion"])
+    predictions = plugin.predict_batch(cases[1:4])
+    assert predictions[0].explanation.modality_contributions["report"] == 0.0
+    assert predictions[1].explanation.modality_contributions["image"] == 0.0
+    assert predictions[2].explanation.modality_contributions["clinical"] == 0.0
+    assert predictions[2].explanation.feature_attributions == {}
+
+
+def test_rejected_input_becomes_a_gap_not_a_crash(fused_setup) -> None:
+    plugin = load_plugin("fusion", fused_setup["fusion_dir"])
+    good, bad = fused_setup["data"].cases[4:6]
+    bad.images = [ImageVolume(array=np.zeros((16, 16), dtype=np.float32))]  # 2D, model is 3D
+    predictions = plugin.predict_batch([good, bad])
+    assert not any(w.startswith("image missing") for w in predictions[0].warnings)
+    assert any(w.startswith("image missing") and "InputError" in w for w in predictions[1].warnings)
+
+
+def test_fused_model_reloads_to_identical_outputs(fused_setup, tmp_path) -> None:
+    plugin = load_plugin("fusion", fused_setup["fusion_dir"])
+    cases = fused_setup["data"].cases[:8]
+    plugin.save_pretrained(tmp_path / "again")
+    reloaded = FusionPlugin.from_pretrained(tmp_path / "again")
+    pairs = zip(plugin.predict_batch(cases), reloaded.predict_batch(cases), strict=True)
+    for before, after in pairs:
+        assert before.probabilities == after.probabilities
+        assert before.explanation.modality_contributions == (
+            after.explanation.modality_contributions
+        )
+        np.testing.assert_array_equal(before.embedding, after.embedding)
+
+
+def test_evaluate_writes_auc_with_ci_and_plots(fused_setup, tmp_path) -> None:
+    out = tmp_path / "evaluation"
+    result = medplug_cli(
+        "evaluate",
+        "--model",
+        str(fused_setup["fusion_dir"]),
+        "--data",
+        str(fused_setup["cohort"] / "manifest.csv"),
+        "--out",
+        str(out),
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    low, high = metrics["auc_ci95"]
+    assert 0.0 <= low <= metrics["auc"] <= high <= 1.0
+    assert metrics["n"] == 32
+    assert (out / "roc.png").is_file() and (out / "reliability.png").is_file()
+    assert "auc" in result.stdout

@@ -69,6 +69,13 @@ def fit_model(
     members = []
     for member in range(config.ensemble):
         torch.manual_seed(config.seed * 1000 + member)
+        if survival and member > 0:
+            # Nothing to calibrate on a held-out split here, so each member early-stops
+            # on its own split and the ensemble as a whole learns from every case.
+            member_config = FusionConfig.from_dict(
+                {**config.to_dict(), "seed": config.seed + member}
+            )
+            train_idx, val_idx = split_indices(len(inputs), member_config, None)
         net = FusionNet(
             dims,
             n_outputs,
