@@ -78,6 +78,7 @@ def survival_cases(frame: pd.DataFrame, name: str, columns: list[str]) -> list:
 
 def bench_survival(data_root: Path) -> list[str]:
     from lifelines import CoxPHFitter
+
     from medplug_fusion.fit import fit_fusion
     from medplug_fusion.survival import concordance
 
@@ -164,9 +165,8 @@ def fusion_models(cases, labels, image_dir: Path, report_dir: Path, label_names:
 
 
 def bench_generated() -> list[str]:
-    from medplug_fusion.manifest import read_manifest
-
     from medplug.registry import load_plugin
+    from medplug_fusion.manifest import read_manifest
 
     work = WORK / "generated"
     work.mkdir(parents=True, exist_ok=True)

@@ -13,15 +13,15 @@ import pytest
 import torch
 from lifelines import CoxPHFitter
 from lifelines.datasets import load_gbsg2, load_rossi
+
+from medplug.contract import Case, ImageVolume
+from medplug.errors import MissingInputError, ModelFileError
+from medplug.registry import load_plugin
 from medplug_fusion.config import FusionConfig
 from medplug_fusion.fit import fit_fusion
 from medplug_fusion.manifest import read_manifest
 from medplug_fusion.plugin import FusionPlugin
 from medplug_fusion.survival import concordance, cox_partial_likelihood
-
-from medplug.contract import Case, ImageVolume
-from medplug.errors import MissingInputError, ModelFileError
-from medplug.registry import load_plugin
 
 GBSG_FIELDS = ["horTh", "age", "menostat", "tsize", "tgrade", "pnodes", "progrec", "estrec"]
 
