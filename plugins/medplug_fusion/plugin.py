@@ -11,14 +11,14 @@ import numpy as np
 import torch
 
 from medplug.contract import Case, Explanation, InputSpec, Plugin, PluginInfo, Prediction
-from medplug.errors import MissingInputError, ModelFileError
+from medplug.errors import MedplugError, MissingInputError, ModelFileError
 from medplug.model_folder import CONFIG_NAME, WEIGHTS_NAME, read_config, save_weights, write_config
 from medplug_fusion.attribution import clinical_field_shapley, modality_shapley
 from medplug_fusion.clinical import ClinicalPreprocessor
 from medplug_fusion.config import FusionConfig
 from medplug_fusion.embeddings import EmbeddingSource
 from medplug_fusion.features import CaseFeaturizer
-from medplug_fusion.model import FusionEnsemble, FusionModel
+from medplug_fusion.model import FusionEnsemble, FusionInputs, FusionModel
 from medplug_fusion.network import FusionNet
 
 VERSION = "0.1.0"
@@ -94,23 +94,60 @@ class FusionPlugin(Plugin):
             )
 
     def _predict(self, case: Case) -> Prediction:
-        return self._predict_checked([case])[0]
+        outcome = self._predict_checked([case])[0]
+        if isinstance(outcome, MedplugError):
+            raise outcome
+        return outcome
 
     def predict_batch(self, cases: Sequence[Case]) -> list[Prediction]:
-        """One pass through the embedding plugins and the network for the whole batch."""
-        for case in cases:
-            self.check_case(case)
-        return self._predict_checked(list(cases)) if cases else []
+        """One pass through the embedding plugins and the network for the whole batch.
 
-    def _predict_checked(self, cases: list[Case]) -> list[Prediction]:
-        featurized = self.featurize(cases)
-        inputs = featurized.inputs
+        A case without any usable input comes back as a failed prediction (``error``
+        set), the others are predicted as usual.
+        """
+        outcomes: list[Prediction | MedplugError | None] = [None] * len(cases)
+        usable = []
         for index, case in enumerate(cases):
-            if not inputs.present[index].any():
-                raise MissingInputError(
-                    "no usable input: " + "; ".join(featurized.warnings[index]),
-                    case_id=case.case_id,
-                )
+            try:
+                self.check_case(case)
+                usable.append(index)
+            except MedplugError as exc:
+                outcomes[index] = exc
+        if usable:
+            predicted = self._predict_checked([cases[i] for i in usable])
+            for index, outcome in zip(usable, predicted, strict=True):
+                outcomes[index] = outcome
+        return [
+            self.failed_prediction(case, outcome) if isinstance(outcome, MedplugError) else outcome
+            for case, outcome in zip(cases, outcomes, strict=True)
+            if outcome is not None
+        ]
+
+    def _predict_checked(self, cases: list[Case]) -> list[Prediction | MedplugError]:
+        """Predictions for cases that passed ``check_case``; an error where an input
+        turned out unusable (every embedding plugin rejected it)."""
+        featurized = self.featurize(cases)
+        usable = np.flatnonzero(featurized.inputs.present.any(axis=1))
+        outcomes: list[Prediction | MedplugError] = [
+            MissingInputError(
+                "no usable input: " + "; ".join(featurized.warnings[index]),
+                case_id=case.case_id,
+            )
+            for index, case in enumerate(cases)
+        ]
+        if len(usable):
+            predictions = self._predict_usable(
+                [cases[i] for i in usable],
+                featurized.inputs.subset(usable),
+                [featurized.warnings[i] for i in usable],
+            )
+            for index, prediction in zip(usable, predictions, strict=True):
+                outcomes[index] = prediction
+        return outcomes
+
+    def _predict_usable(
+        self, cases: list[Case], inputs: FusionInputs, warnings: list[list[str]]
+    ) -> list[Prediction]:
         score = self.model.score(inputs)
         embeddings = self.model.fused_embedding(inputs)
         if self.model.task == "survival":
@@ -151,7 +188,7 @@ class FusionPlugin(Plugin):
                     probabilities=probabilities,
                     embedding=embeddings[i],
                     explanation=explanation,
-                    warnings=list(featurized.warnings[i]),
+                    warnings=list(warnings[i]),
                     provenance=self._provenance(inputs.present[i]),
                     outputs=outputs,
                 )
@@ -163,7 +200,7 @@ class FusionPlugin(Plugin):
             return self.model.labels[int(probs[1] >= self.model.threshold)]
         return self.model.labels[int(np.argmax(probs))]
 
-    def _field_attributions(self, inputs: Any, index: int) -> dict[str, float] | None:
+    def _field_attributions(self, inputs: FusionInputs, index: int) -> dict[str, float] | None:
         if self.clinical is None or "clinical" not in self.model.modalities:
             return None
         assert self._missing_row is not None
