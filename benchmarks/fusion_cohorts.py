@@ -72,7 +72,13 @@ def late_fusion(*probabilities: np.ndarray) -> np.ndarray:
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> str:
-    return f"{roc_auc_score(labels, scores):.4f}"
+    """AUC as text; a case a model could not answer counts as an uninformative 0.5."""
+    return f"{roc_auc_score(labels, np.nan_to_num(scores, nan=0.5)):.4f}"
+
+
+def scores_of(predictions: list) -> np.ndarray:
+    """``outputs['score']`` per prediction, NaN for failed ones."""
+    return np.array([np.nan if p.failed else p.outputs["score"] for p in predictions])
 
 
 def comparison_table(
@@ -86,11 +92,11 @@ def comparison_table(
     """The two tables: all modalities, then each modality removed at test time."""
 
     def fused_score(test_cases: list[Case]) -> np.ndarray:
-        return np.array([p.outputs["score"] for p in fused.predict_batch(test_cases)])
+        return scores_of(fused.predict_batch(test_cases))
 
     p_image = positive_probability(image, cases)
     p_report = positive_probability(report, cases)
-    p_clinical = np.array([p.outputs["score"] for p in clinical_only.predict_batch(cases)])
+    p_clinical = scores_of(clinical_only.predict_batch(cases))
     started = time.perf_counter()
     p_fused = fused_score(cases)
     per_case_ms = 1000 * (time.perf_counter() - started) / len(cases)
@@ -116,12 +122,12 @@ def comparison_table(
         "(remaining plugins + clinical) |",
         "|---|---|---|---|",
     ]
-    full = roc_auc_score(labels, p_fused)
+    full = roc_auc_score(labels, np.nan_to_num(p_fused, nan=0.5))
     remaining = {"image": (p_report, p_clinical), "report": (p_image, p_clinical)}
     remaining["clinical"] = (p_image, p_report)
     for modality in ("image", "report", "clinical"):
         scores = fused_score(without(cases, modality))
-        value = roc_auc_score(labels, scores)
+        value = roc_auc_score(labels, np.nan_to_num(scores, nan=0.5))
         lines.append(
             f"| {modality} | {value:.4f} | {full - value:+.4f} | "
             f"{auc(labels, late_fusion(*remaining[modality]))} |"
