@@ -21,7 +21,7 @@ import typer
 from rich.progress import track
 from rich.table import Table
 
-from medplug.cli.output import console, medplug_errors_exit
+from medplug.cli.output import console, error_console, medplug_errors_exit
 from medplug.contract import Case, ClinicalValue, Prediction
 from medplug.ingest import load_case
 from medplug.registry import load_plugin
@@ -40,26 +40,18 @@ class DemoModel:
     train_args: tuple[str, ...]
 
 
-def demo_models(cohort: Path) -> list[DemoModel]:
+def demo_models(cohort: Path, models: Path) -> list[DemoModel]:
     """The three built-in plugins' demo models, in training order (fusion needs the others)."""
     manifest = str(cohort / "manifest.csv")
+    image = ("image", "--data", manifest, "--config", "demo")
+    report = ("text", "--data", manifest, "--text-col", "report_text", "--preset", "demo")
+    fusion = ("fusion", "--manifest", manifest, "--config", "demo")
+    fusion += ("--image-model", str(models / "image-classifier"))
+    fusion += ("--report-model", str(models / "report-classifier"))
     return [
-        DemoModel("image-classifier", ("image", "--data", manifest, "--config", "demo")),
-        DemoModel(
-            "report-classifier",
-            (
-                "text",
-                "--data",
-                manifest,
-                "--text-col",
-                "report_text",
-                "--label-col",
-                "label",
-                "--config",
-                "demo",
-            ),
-        ),
-        DemoModel(FUSION, ("fusion", "--manifest", manifest, "--config", "demo")),
+        DemoModel("image-classifier", image),
+        DemoModel("report-classifier", report),
+        DemoModel(FUSION, fusion),
     ]
 
 
@@ -69,7 +61,7 @@ def train(
     models: Path = typer.Option(..., help="Folder receiving one model folder per plugin."),
 ) -> None:
     """Train each demonstration model that is not there yet."""
-    for model in demo_models(cohort):
+    for model in demo_models(cohort, models):
         out = models / model.plugin
         if (out / "medplug.json").is_file():
             console.print(f"[green]✓[/] {model.plugin}: model present at {out}")
@@ -77,7 +69,9 @@ def train(
         console.print(f"[bold]Training demo model for {model.plugin}[/] → {out}")
         command = [sys.executable, "-m", "medplug.cli.main", "train", *model.train_args]
         command += ["--out", str(out)]
-        subprocess.run(command, check=True)
+        if subprocess.run(command).returncode != 0:
+            error_console.print(f"[bold red]error:[/] training the {model.plugin} demo model failed")
+            raise typer.Exit(code=1)
 
 
 def read_manifest(cohort: Path) -> list[dict[str, str]]:
