@@ -70,7 +70,9 @@ def train(
         command = [sys.executable, "-m", "medplug.cli.main", "train", *model.train_args]
         command += ["--out", str(out)]
         if subprocess.run(command).returncode != 0:
-            error_console.print(f"[bold red]error:[/] training the {model.plugin} demo model failed")
+            error_console.print(
+                f"[bold red]error:[/] training the {model.plugin} demo model failed"
+            )
             raise typer.Exit(code=1)
 
 
