@@ -20,6 +20,7 @@ import numpy as np
 import typer
 from rich.progress import track
 from rich.table import Table
+from sklearn.metrics import roc_auc_score
 
 from medplug.cli.output import console, error_console, medplug_errors_exit
 from medplug.contract import Case, ClinicalValue, Prediction
@@ -138,7 +139,7 @@ def run(
     models: Path = typer.Option(..., help="Folder holding the demo models."),
     out: Path = typer.Option(None, help="JSON-lines file for the predictions."),
 ) -> None:
-    """Predict every sample case with the fusion plugin and print the results."""
+    """Predict every case of a cohort with the fusion plugin and print the results."""
     with medplug_errors_exit():
         rows = read_manifest(cohort)
         cases = [case_from_row(cohort, row) for row in track(rows, description="ingest")]
@@ -150,9 +151,12 @@ def run(
     console.print(results_table(rows, predictions))
     truth = np.array([row["label_name"] == "lesion" for row in rows])
     predicted = np.array([p.label == "lesion" for p in predictions])
+    p_lesion = np.array([p.probabilities.get("lesion", np.nan) for p in predictions])
+    auc = roc_auc_score(truth, p_lesion) if 0 < truth.sum() < len(truth) else float("nan")
     console.print(
-        f"{len(rows)} cases, accuracy {np.mean(truth == predicted):.2f} "
-        f"({rows[0]['case_id']} given without its report, {rows[1]['case_id']} without its scan)"
+        f"{len(rows)} held-out cases the demo models never saw: accuracy "
+        f"{np.mean(truth == predicted):.2f}, AUC {auc:.2f} ({rows[0]['case_id']} given "
+        f"without its report, {rows[1]['case_id']} without its scan)"
     )
     out = out or cohort / "predictions.jsonl"
     with out.open("w") as handle:
