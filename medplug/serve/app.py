@@ -23,6 +23,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import medplug
 from medplug.contract import Case, Prediction
@@ -214,7 +215,7 @@ async def _read_form(request: Request, settings: ServeSettings) -> Any:
         return await request.form(
             max_files=settings.max_files + 1, max_fields=16, max_part_size=MAX_TEXT_FIELD
         )
-    except HTTPException as exc:
+    except StarletteHTTPException as exc:  # what the multipart parser raises
         if exc.status_code == 400 and "Too many files" in str(exc.detail):
             raise HTTPException(
                 413, f"more than {settings.max_files} files uploaded; send a zip or fewer files"

@@ -21,6 +21,7 @@ from typing import Any
 from fastapi import HTTPException
 
 access_log = logging.getLogger("medplug.serve.access")
+DRAIN_LIMIT = 64 * 1024**2
 
 Scope = dict[str, Any]
 
@@ -125,12 +126,14 @@ class RequestGuard:
     async def _guarded(self, scope: Scope, receive: Any, send: Any) -> None:
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body_bytes:
+            await self._drain(receive, declared)
             await _send_error(send, 413, BodyTooLarge(self.max_body_bytes).detail)
             return
         ticket = None
         if scope["method"] == "POST" and scope["path"].startswith(self.admitted_prefix):
             ticket = self.admission.try_enter()
             if ticket is None:
+                await self._drain(receive, declared)
                 await _send_error(
                     send,
                     503,
@@ -147,6 +150,8 @@ class RequestGuard:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
+                    if message.get("more_body", False):
+                        await self._drain(receive, None)
                     raise BodyTooLarge(self.max_body_bytes)
             return message
 
@@ -169,6 +174,31 @@ class RequestGuard:
         finally:
             if ticket is not None and not ticket.held_by_job:
                 ticket.release()
+
+    async def _drain(self, receive: Any, declared: int | None) -> None:
+        """Read and discard the rest of an over-limit body before answering 413.
+
+        Once a response is sent uvicorn stops reading, and a client still sending
+        would see a connection reset instead of the 413. Bodies far over the
+        limit (more than ``DRAIN_LIMIT`` bytes) are not read: those clients see
+        the connection closed.
+        """
+        if declared is not None and declared > self.max_body_bytes + DRAIN_LIMIT:
+            return
+        drained = 0
+
+        async def loop() -> None:
+            nonlocal drained
+            while drained <= DRAIN_LIMIT:
+                message = await receive()
+                drained += len(message.get("body", b""))
+                if message["type"] != "http.request" or not message.get("more_body", False):
+                    return
+
+        try:
+            await asyncio.wait_for(loop(), self.timeout_s)
+        except asyncio.TimeoutError:
+            pass
 
 
 def _content_length(scope: Scope) -> int | None:
