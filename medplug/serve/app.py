@@ -272,6 +272,8 @@ def _answer(output: str, case: Case, prediction: Prediction, slice_index: int | 
                 "png_base64": base64.b64encode(png).decode("ascii"),
                 "slice": used_slice,
                 "slices": n_slices,
+                # Row spacing / column spacing, so the page draws square millimetres.
+                "pixel_aspect": image.spacing[1] / image.spacing[0],
             },
         }
     )

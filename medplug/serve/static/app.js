@@ -74,9 +74,14 @@ function showResult(answer) {
     item.textContent = text;
     warnings.appendChild(item);
   }
-  $("overlay").src = "data:image/png;base64," + answer.overlay.png_base64;
+  const overlay = $("overlay");
+  overlay.onload = () => {
+    const width = overlay.clientWidth;
+    overlay.style.height = Math.round(width * (overlay.naturalHeight / overlay.naturalWidth) * answer.overlay.pixel_aspect) + "px";
+  };
+  overlay.src = "data:image/png;base64," + answer.overlay.png_base64;
   $("caption").textContent = `Grad-CAM over slice ${answer.overlay.slice + 1} of ${answer.overlay.slices}`;
-  $("meta").textContent = `${prediction.plugin} ${prediction.plugin_version} · ${prediction.elapsed_s.toFixed(2)} s`;
+  $("meta").textContent = `${prediction.plugin} ${prediction.plugin_version} · ${(1000 * prediction.elapsed_s).toFixed(0)} ms`;
   $("result").hidden = false;
 }
 
