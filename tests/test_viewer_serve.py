@@ -351,3 +351,13 @@ def test_insecure_local_binds_loopback_only(models: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def test_core_and_server_do_not_import_napari() -> None:
+    code = (
+        "import sys, medplug.cli.main, medplug.serve, medplug.napari_plugin.geometry; "
+        "bad = [m for m in ('napari', 'PyQt5', 'qtpy') if m in sys.modules]; "
+        "sys.exit(f'imported {bad}' if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
