@@ -361,3 +361,36 @@ def test_core_and_server_do_not_import_napari() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.orthanc
+def test_dicomweb_study_reference_is_fetched_and_predicted(
+    models: Path, series: Path, tmp_path: Path
+) -> None:
+    from viewer_support import ORTHANC, ORTHANC_DICOMWEB, start_orthanc
+
+    if not (Path(ORTHANC).exists() and Path(ORTHANC_DICOMWEB).exists()):
+        pytest.skip("needs the Debian packages orthanc and orthanc-dicomweb")
+    import pydicom
+
+    process, orthanc = start_orthanc(tmp_path / "orthanc")
+    try:
+        for path in sorted(series.iterdir()):
+            httpx.post(orthanc + "/instances", content=path.read_bytes()).raise_for_status()
+        study_uid = pydicom.dcmread(next(series.iterdir())).StudyInstanceUID
+        client = make_client(models, dicomweb_url=orthanc + "/dicom-web")
+        response = client.post("/predict/bright-spot", headers=AUTH, data={"study_uid": study_uid})
+        assert response.status_code == 200, response.text
+        assert response.json()["label"] == "lesion"
+        assert response.json()["explanation"]["heatmap"]["shape"] == [40, 32, 12]
+        missing = client.post("/predict/bright-spot", headers=AUTH, data={"study_uid": "1.2.3.4"})
+        assert missing.status_code == 422 and "DICOMweb retrieve failed" in missing.text
+        bad = client.post("/predict/bright-spot", headers=AUTH, data={"study_uid": "1.2;rm"})
+        assert bad.status_code == 422
+        without = make_client(models).post(
+            "/predict/bright-spot", headers=AUTH, data={"study_uid": study_uid}
+        )
+        assert without.status_code == 400 and "--dicomweb-url" in without.text
+    finally:
+        process.terminate()
+        process.wait(timeout=20)

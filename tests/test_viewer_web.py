@@ -122,9 +122,7 @@ def test_page_predicts_a_zipped_series_and_a_nifti(
     assert browser.find_element(By.ID, "error").text == ""
 
 
-def test_page_shows_the_medplug_error_for_a_bad_file(
-    server: str, browser, tmp_path: Path
-) -> None:
+def test_page_shows_the_medplug_error_for_a_bad_file(server: str, browser, tmp_path: Path) -> None:
     wait = WebDriverWait(browser, 60)
     browser.get(server + "/")
     browser.find_element(By.ID, "token").send_keys(TOKEN, Keys.TAB)
@@ -144,5 +142,3 @@ def zipfile_with_slip() -> bytes:
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("../../outside.dcm", b"x")
     return buffer.getvalue()
-
-
