@@ -338,7 +338,7 @@ def test_insecure_local_binds_loopback_only(models: Path) -> None:
     try:
         listening: list = []
         for line in process.stdout:
-            if "Uvicorn running" in line or "Application startup complete" in line:
+            if "Uvicorn running" in line:  # printed once the socket listens
                 listening = [
                     conn.laddr
                     for conn in psutil.Process(process.pid).net_connections()

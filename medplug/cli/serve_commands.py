@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import typer
@@ -56,6 +57,7 @@ def serve(
     if insecure_local and host != LOOPBACK:
         console.print(f"--insecure-local: binding {LOOPBACK} only, not {host}")
         host = LOOPBACK
+    _share_cores(workers)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     console.print(f"medplug serve on http://{host}:{port}/ (API docs at /docs)")
     uvicorn.run(
@@ -66,6 +68,15 @@ def serve(
         timeout_keep_alive=5,
         log_level="info",
     )
+
+
+def _share_cores(workers: int) -> None:
+    """Give each worker thread its share of the cores, so N parallel torch models do
+    not each start one thread per core and fight over them."""
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 def register(app: typer.Typer) -> None:

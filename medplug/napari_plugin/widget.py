@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +36,17 @@ from medplug.napari_plugin.reader import VOLUME_KEY
 from medplug.registry import default_model_dir, discover, load_plugin
 
 _loaded: dict[tuple[str, str], Plugin] = {}
+_loading = threading.Lock()
 
 
 def run_plugin(name: str, model_dir: Path, case: Case) -> Prediction:
     """Load (once) and run a plugin; called in a worker thread."""
     key = (name, str(model_dir))
-    if key not in _loaded:
-        _loaded[key] = load_plugin(name, model_dir)
-    return _loaded[key].predict(case)
+    with _loading:
+        if key not in _loaded:
+            _loaded[key] = load_plugin(name, model_dir)
+        plugin = _loaded[key]
+    return plugin.predict(case)
 
 
 def layer_volume(layer: Image) -> ImageVolume:

@@ -255,28 +255,25 @@ def _answer(output: str, case: Case, prediction: Prediction, slice_index: int | 
     if output == "sr":
         return Response(_structured_report(case, prediction), media_type="application/dicom")
     image = case.image
-    if image is None:
-        raise HTTPException(400, "the heatmap needs an image input")
-    heat = heatmap_on_image_grid(prediction, image)
-    png, used_slice = overlay_png(image, heat, slice_index)
+    has_heatmap = prediction.explanation is not None and prediction.explanation.heatmap is not None
     if output == "heatmap":
+        if image is None:
+            raise HTTPException(400, "the heatmap needs an image input")
+        png, used_slice = overlay_png(image, heatmap_on_image_grid(prediction, image), slice_index)
         return Response(png, media_type="image/png", headers={"x-slice": str(used_slice)})
     payload = prediction.to_json()
-    if payload.get("explanation"):
+    overlay = None
+    if image is not None and has_heatmap:
+        png, used_slice = overlay_png(image, heatmap_on_image_grid(prediction, image), slice_index)
         payload["explanation"]["heatmap"] = None  # the page shows the PNG instead
-    n_slices = image.array.shape[2] if image.array.ndim >= 3 else 1
-    return JSONResponse(
-        {
-            "prediction": payload,
-            "overlay": {
-                "png_base64": base64.b64encode(png).decode("ascii"),
-                "slice": used_slice,
-                "slices": n_slices,
-                # Row spacing / column spacing, so the page draws square millimetres.
-                "pixel_aspect": image.spacing[1] / image.spacing[0],
-            },
+        overlay = {
+            "png_base64": base64.b64encode(png).decode("ascii"),
+            "slice": used_slice,
+            "slices": image.array.shape[2] if image.array.ndim >= 3 else 1,
+            # Row spacing / column spacing, so the page draws square millimetres.
+            "pixel_aspect": image.spacing[1] / image.spacing[0],
         }
-    )
+    return JSONResponse({"prediction": payload, "overlay": overlay})
 
 
 def _structured_report(case: Case, prediction: Prediction) -> bytes:

@@ -75,14 +75,23 @@ function showResult(answer) {
     warnings.appendChild(item);
   }
   const overlay = $("overlay");
-  overlay.onload = () => {
-    const width = overlay.clientWidth;
-    overlay.style.height = Math.round(width * (overlay.naturalHeight / overlay.naturalWidth) * answer.overlay.pixel_aspect) + "px";
-  };
-  overlay.src = "data:image/png;base64," + answer.overlay.png_base64;
-  $("caption").textContent = `Grad-CAM over slice ${answer.overlay.slice + 1} of ${answer.overlay.slices}`;
+  overlay.hidden = !answer.overlay;
+  if (!answer.overlay) {
+    $("caption").textContent = "This plugin returned no heatmap.";
+  } else {
+    showOverlay(overlay, answer.overlay);
+  }
   $("meta").textContent = `${prediction.plugin} ${prediction.plugin_version} · ${(1000 * prediction.elapsed_s).toFixed(0)} ms`;
   $("result").hidden = false;
+}
+
+function showOverlay(overlay, info) {
+  overlay.onload = () => {
+    const width = overlay.clientWidth;
+    overlay.style.height = Math.round(width * (overlay.naturalHeight / overlay.naturalWidth) * info.pixel_aspect) + "px";
+  };
+  overlay.src = "data:image/png;base64," + info.png_base64;
+  $("caption").textContent = `Grad-CAM over slice ${info.slice + 1} of ${info.slices}`;
 }
 
 async function run() {
