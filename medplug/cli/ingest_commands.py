@@ -1,9 +1,328 @@
-"""CLI commands for this area; filled in by its issue."""
+"""``medplug inspect`` (what a folder holds, what would be loaded and why) and ``medplug predict``.
+
+Output shows what a PACS admin sees in a series table: modality, series
+description, counts, geometry, transfer syntax. Patient names, IDs and dates
+are never printed; Study/Series UIDs are shown as short hashes.
+"""
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
 import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from medplug.cli.output import console, error_console, medplug_errors_exit
+
+DEFAULT_PLUGIN_ORDER = ("fusion", "image-classifier")
+
+
+# --------------------------------------------------------------------------- inspect
+
+
+def inspect(
+    path: Path = typer.Argument(..., exists=True, help="DICOM folder or file, or NIfTI file."),
+    rules: str = typer.Option(None, "--rules", help="Selection rules: JSON text or a JSON file."),
+    workers: int = typer.Option(None, "--workers", help="Header-reading processes."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Show studies and series in PATH, skipped files with reasons, and what would be selected."""
+    from medplug.ingest.nifti import is_nifti
+
+    with medplug_errors_exit():
+        if path.is_file() and is_nifti(path):
+            _inspect_nifti(path, as_json)
+            return
+        scan = _scan_with_progress(path, workers)
+        from medplug.ingest.selection import explain_selection
+
+        decisions = explain_selection(scan, rules)
+    if as_json:
+        console.print_json(json.dumps(_scan_json(scan, decisions)))
+        return
+    _print_series_table(scan, decisions)
+    _print_skipped(scan)
+    _print_selection(decisions)
+
+
+def _scan_with_progress(path: Path, workers: int | None) -> Any:
+    from medplug.ingest.scan import group_headers, list_files, read_headers
+
+    started = time.perf_counter()
+    files = list_files(path)
+    with _progress(len(files) > 500) as progress:
+        task = progress.add_task("reading headers", total=len(files))
+        outcomes = read_headers(files, workers, lambda n: progress.advance(task, n))
+    scan = group_headers(path, outcomes)
+    scan.elapsed_s = time.perf_counter() - started
+    return scan
+
+
+@contextmanager
+def _progress(show: bool) -> Iterator[Progress]:
+    """A progress bar on stderr (stdout stays clean for --json), only for long jobs."""
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=error_console,
+        transient=True,
+        disable=not show,
+    )
+    with progress:
+        yield progress
+
+
+def _fmt_spacing(spacing: tuple[float, ...] | None) -> str:
+    return " x ".join(f"{value:.3g}" for value in spacing) if spacing else "-"
+
+
+def _print_series_table(scan: Any, decisions: list[Any]) -> None:
+    selected = {id(d.series): d for d in decisions}
+    table = Table(
+        title=f"{scan.root}: {scan.n_files} files, {len(scan.series)} series in "
+        f"{len(scan.studies)} studies, {len(scan.skipped)} skipped ({scan.elapsed_s:.2f} s)"
+    )
+    for column in (
+        "study",
+        "#",
+        "series",
+        "modality",
+        "description",
+        "files",
+        "slices",
+        "size MB",
+        "matrix",
+        "spacing mm",
+        "orient.",
+        "transfer syntax",
+        "selected",
+    ):
+        table.add_column(column, justify="right" if column in ("files", "slices", "size MB") else "left")
+    for study in scan.studies:
+        for series in study.series:
+            decision = selected.get(id(series))
+            pick = "-"
+            if decision is not None and decision.selected_rank is not None:
+                pick = f"[green]{decision.selected_rank + 1}. {decision.rule}[/]"
+            table.add_row(
+                study.short_uid,
+                str(series.number if series.number is not None else "-"),
+                series.short_uid,
+                series.modality or "-",
+                series.description or "-",
+                str(series.n_files),
+                str(series.n_slices),
+                f"{series.size_bytes / 1e6:.1f}",
+                f"{series.shape[0]}x{series.shape[1]}",
+                _fmt_spacing(series.spacing),
+                series.orientation,
+                ", ".join(series.transfer_syntax_names),
+                pick,
+            )
+    console.print(table)
+
+
+def _print_skipped(scan: Any) -> None:
+    if not scan.skipped:
+        return
+    groups: dict[str, list[Any]] = {}
+    for skipped in scan.skipped:
+        groups.setdefault(skipped.category, []).append(skipped)
+    table = Table(title=f"Skipped files ({len(scan.skipped)})")
+    for column in ("category", "files", "reason", "examples"):
+        table.add_column(column)
+    for category, items in sorted(groups.items()):
+        reasons = sorted({item.reason for item in items})
+        examples = ", ".join(_relative(item.path, scan.root) for item in items[:3])
+        table.add_row(
+            category,
+            str(len(items)),
+            "; ".join(reasons[:2]) + (" ..." if len(reasons) > 2 else ""),
+            examples + (" ..." if len(items) > 3 else ""),
+        )
+    console.print(table)
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root)) or path.name
+    except ValueError:
+        return path.name
+
+
+def _print_selection(decisions: list[Any]) -> None:
+    chosen = sorted(
+        (d for d in decisions if d.selected_rank is not None), key=lambda d: d.selected_rank
+    )
+    if not chosen:
+        console.print("[yellow]No series would be selected.[/]")
+    for decision in chosen[:1]:
+        series = decision.series
+        console.print(
+            f"[bold]Would load:[/] series {series.number} ({series.short_uid}, "
+            f"{series.modality} '{series.description}') by rule [bold]{decision.rule}[/]: "
+            + "; ".join(r.removeprefix("ok: ") for r in decision.reasons)
+        )
+    for decision in decisions:
+        if decision.selected_rank is None and decision.reasons:
+            console.print(
+                f"  not selected: series {decision.series.number} ({decision.series.short_uid}): "
+                + " | ".join(decision.reasons)
+            )
+
+
+def _scan_json(scan: Any, decisions: list[Any]) -> dict[str, Any]:
+    by_series = {id(d.series): d for d in decisions}
+    return {
+        "root": str(scan.root),
+        "n_files": scan.n_files,
+        "elapsed_s": round(scan.elapsed_s, 4),
+        "studies": [
+            {
+                "study": study.short_uid,
+                "series": [
+                    {
+                        "series": series.short_uid,
+                        "number": series.number,
+                        "modality": series.modality,
+                        "description": series.description,
+                        "files": series.n_files,
+                        "slices": series.n_slices,
+                        "size_bytes": series.size_bytes,
+                        "matrix": list(series.shape),
+                        "spacing": list(series.spacing) if series.spacing else None,
+                        "orientation": series.orientation,
+                        "transfer_syntaxes": series.transfer_syntax_names,
+                        "selected_rank": by_series[id(series)].selected_rank,
+                        "rule": by_series[id(series)].rule,
+                        "reasons": by_series[id(series)].reasons,
+                    }
+                    for series in study.series
+                ],
+            }
+            for study in scan.studies
+        ],
+        "skipped": [
+            {"path": _relative(s.path, scan.root), "category": s.category, "reason": s.reason}
+            for s in scan.skipped
+        ],
+    }
+
+
+def _inspect_nifti(path: Path, as_json: bool) -> None:
+    from medplug.ingest.nifti import load_nifti
+
+    volume = load_nifti(path)
+    facts = {
+        "path": str(path),
+        "format": "NIfTI",
+        "shape": list(volume.array.shape),
+        "spacing": [round(v, 4) for v in volume.spacing],
+        "affine": volume.affine.round(4).tolist(),
+        "warnings": volume.meta["warnings"],
+    }
+    if as_json:
+        console.print_json(json.dumps(facts))
+        return
+    table = Table(title=str(path))
+    table.add_column("field")
+    table.add_column("value")
+    for key, value in facts.items():
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+# --------------------------------------------------------------------------- predict
+
+
+def default_plugin() -> str:
+    """``fusion`` when installed with a model folder, else ``image-classifier``."""
+    from medplug.registry import default_model_dir, discover
+
+    installed = {entry.name for entry in discover() if entry.ok}
+    for name in DEFAULT_PLUGIN_ORDER:
+        if name in installed and default_model_dir(name).is_dir():
+            return name
+    return DEFAULT_PLUGIN_ORDER[-1]
+
+
+def predict(
+    path: Path = typer.Argument(..., exists=True, help="DICOM folder or file, or NIfTI file."),
+    report: Path = typer.Option(None, "--report", exists=True, dir_okay=False, help="Report text file."),
+    clinical: str = typer.Option(None, "--clinical", help="Clinical fields: JSON text or a JSON file."),
+    plugin: str = typer.Option(None, "--plugin", help="Plugin name (default: fusion, else image-classifier)."),
+    model: Path = typer.Option(None, "--model", file_okay=False, help="Model folder."),
+    rules: str = typer.Option(None, "--rules", help="Series selection rules: JSON text or file."),
+    as_json: bool = typer.Option(False, "--json", help="Print the Prediction as JSON."),
+) -> None:
+    """Ingest PATH (plus optional report and clinical fields) and run one plugin on it."""
+    from medplug.ingest.loading import load_case
+    from medplug.registry import load_plugin
+
+    with medplug_errors_exit():
+        name = plugin or default_plugin()
+        with _progress(True) as progress:
+            task = progress.add_task(f"reading {path.name}", total=None)
+            started = time.perf_counter()
+            case = load_case(path, report=report, clinical=clinical, rules=rules)
+            ingest_s = time.perf_counter() - started
+            progress.update(task, description=f"loading plugin {name}")
+            runner = load_plugin(name, model)
+            progress.update(task, description=f"predicting with {name}")
+            prediction = runner.predict(case)
+    if as_json:
+        payload = prediction.to_json()
+        payload["ingest_s"] = round(ingest_s, 4)
+        console.print_json(json.dumps(payload))
+        return
+    _print_prediction(prediction, case, ingest_s)
+
+
+def _print_prediction(prediction: Any, case: Any, ingest_s: float) -> None:
+    table = Table(title=f"{prediction.plugin} {prediction.plugin_version} on case {case.case_id}")
+    table.add_column("field")
+    table.add_column("value")
+    table.add_row("label", f"[bold]{prediction.label}[/]")
+    for label, probability in sorted(prediction.probabilities.items(), key=lambda kv: -kv[1]):
+        table.add_row(f"p({label})", f"{probability:.3f}")
+    for key, value in prediction.outputs.items():
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    inputs = []
+    if case.image is not None:
+        image = case.image
+        inputs.append(
+            f"image {image.modality or ''} {tuple(image.array.shape)} "
+            f"spacing {_fmt_spacing(image.spacing)}"
+        )
+    if case.report:
+        inputs.append(f"report ({len(case.report)} chars)")
+    if case.clinical:
+        inputs.append(f"clinical ({len(case.clinical)} fields)")
+    table.add_row("inputs", "; ".join(inputs) or "-")
+    warnings = list(prediction.warnings)
+    if case.image is not None:
+        warnings.extend(case.image.meta.get("warnings", []))
+    table.add_row("warnings", "\n".join(warnings) or "-")
+    table.add_row("timing", f"ingest {ingest_s:.2f} s, predict {prediction.elapsed_s:.2f} s")
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to app."""
+    app.command(name="inspect")(inspect)
+    app.command(name="predict")(predict)

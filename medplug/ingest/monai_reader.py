@@ -1,0 +1,103 @@
+"""``MedplugDicomReader``: medplug's DICOM loading as a MONAI ``ImageReader``.
+
+``LoadImage(reader=MedplugDicomReader())`` / ``LoadImaged`` then accept a DICOM
+folder (best series by the selection rules), a DICOM file or a NIfTI file,
+and return a MetaTensor whose ``affine`` is voxel -> RAS, like MONAI's own
+readers with ``affine_lps_to_ras=True``. Unlike ``PydicomReader`` it orders
+slices by position, not InstanceNumber, and reports broken series with a
+``medplug`` error instead of stacking them silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from monai.data.image_reader import ImageReader, _copy_compatible_dict, _stack_images
+from monai.utils import MetaKeys, SpaceKeys
+
+from medplug.contract import ImageVolume
+from medplug.ingest.loading import load_image
+from medplug.ingest.nifti import is_nifti
+
+PathLike = str | Path
+
+
+class MedplugDicomReader(ImageReader):
+    """MONAI reader over ``medplug.ingest.load_image``.
+
+    Args:
+        rules: series selection rules for folders (see ``medplug.ingest.select_series``).
+        allow_tilt: keep gantry-tilted series as a sheared affine instead of failing.
+        channel_dim: as in MONAI readers; ``None`` = no channel (grey) or last (colour).
+    """
+
+    def __init__(
+        self, rules: Any = None, allow_tilt: bool = False, channel_dim: int | None = None
+    ) -> None:
+        super().__init__()
+        self.rules = rules
+        self.allow_tilt = allow_tilt
+        self.channel_dim = channel_dim
+
+    def verify_suffix(self, filename: Sequence[PathLike] | PathLike) -> bool:
+        """Folders, ``.dcm`` files, extension-less files (typical DICOM) and NIfTI."""
+        names = [filename] if isinstance(filename, str | Path) else list(filename)
+        for name in names:
+            path = Path(name)
+            if path.is_dir() or is_nifti(path):
+                continue
+            if path.suffix.lower() in (".dcm", ".dicom", ".ima", "") :
+                continue
+            return False
+        return True
+
+    def read(self, data: Sequence[PathLike] | PathLike, **kwargs: Any) -> list[ImageVolume] | ImageVolume:
+        """One ``ImageVolume`` per path (several paths become channels in ``get_data``)."""
+        names = [data] if isinstance(data, str | Path) else list(data)
+        volumes = [
+            load_image(name, kwargs.get("rules", self.rules), allow_tilt=self.allow_tilt)
+            for name in names
+        ]
+        return volumes if len(volumes) > 1 else volumes[0]
+
+    def get_data(self, img: list[ImageVolume] | ImageVolume) -> tuple[np.ndarray, dict]:
+        """Array and MONAI meta dict (``affine``, ``original_affine``, ``spatial_shape``, ...)."""
+        volumes = img if isinstance(img, list) else [img]
+        arrays = []
+        compatible: dict = {}
+        for volume in volumes:
+            array = volume.array
+            channel = volume.meta.get("original_channel_dim")
+            if self.channel_dim is not None:
+                channel = self.channel_dim
+            spatial = array.shape if channel is None else tuple(np.delete(array.shape, channel))
+            meta = volume_meta(volume)
+            meta[MetaKeys.AFFINE] = volume.affine.copy()
+            meta[MetaKeys.ORIGINAL_AFFINE] = volume.affine.copy()
+            meta[MetaKeys.SPATIAL_SHAPE] = np.asarray(spatial)
+            meta[MetaKeys.SPACE] = SpaceKeys.RAS
+            meta[MetaKeys.ORIGINAL_CHANNEL_DIM] = float("nan") if channel is None else channel
+            meta["spacing"] = np.asarray(volume.spacing[: len(spatial)])
+            arrays.append(array)
+            _copy_compatible_dict(meta, compatible)
+        return _stack_images(arrays, compatible), compatible
+
+
+def volume_meta(volume: ImageVolume) -> dict[str, Any]:
+    """Flat, collate-friendly metadata (strings and numbers; no patient data)."""
+    meta: dict[str, Any] = {
+        "modality": volume.modality or "",
+        "study_uid": volume.study_uid or "",
+        "series_uid": volume.series_uid or "",
+        "source": volume.source or "",
+    }
+    for key in ("series_description", "photometric", "slice_step", "gantry_tilt_deg"):
+        value = volume.meta.get(key)
+        if value is not None:
+            meta[key] = value
+    warnings = volume.meta.get("warnings") or []
+    meta["medplug_warnings"] = "; ".join(warnings)
+    return meta

@@ -1,0 +1,69 @@
+"""NIfTI through nibabel, into the same ``ImageVolume`` convention as DICOM.
+
+nibabel already indexes arrays (i, j, k) with a voxel -> RAS affine, which is
+the convention medplug (and MONAI) use, so nothing is flipped here: a NIfTI
+written from a DICOM-derived volume reads back with the identical affine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from medplug.contract import ImageVolume
+from medplug.ingest.errors import DicomError
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz", ".img", ".hdr")
+
+
+def is_nifti(path: str | Path) -> bool:
+    name = str(path).lower()
+    return name.endswith(NIFTI_SUFFIXES)
+
+
+def load_nifti(path: str | Path) -> ImageVolume:
+    """A NIfTI file as float32 with its scaling (scl_slope/inter) applied."""
+    path = Path(path)
+    try:
+        image = nib.load(str(path))
+        array = np.asarray(image.get_fdata(dtype=np.float32))
+    except FileNotFoundError:
+        raise DicomError(path, "not_found", "no such file") from None
+    except Exception as exc:  # nibabel raises ImageFileError, EOFError, zlib errors ...
+        raise DicomError(path, "unreadable", f"not a readable NIfTI file ({type(exc).__name__})") from None
+    header = image.header
+    meta = {
+        "format": "nifti",
+        "qform_code": int(header["qform_code"]) if "qform_code" in header else None,
+        "sform_code": int(header["sform_code"]) if "sform_code" in header else None,
+        "description": _description(header),
+        "warnings": [],
+    }
+    if array.ndim > 3:
+        meta["warnings"].append(f"{array.ndim}D NIfTI: dimensions after the third are kept as is")
+    return ImageVolume(
+        array=array,
+        affine=np.asarray(image.affine, dtype=np.float64),
+        modality=None,
+        source=str(path),
+        meta=meta,
+    )
+
+
+def _description(header: nib.Nifti1Header) -> str:
+    try:
+        return header["descrip"].tobytes().decode("latin-1").strip("\x00 ")
+    except (KeyError, ValueError, AttributeError):
+        return ""
+
+
+def save_nifti(volume: ImageVolume, path: str | Path) -> Path:
+    """Write a volume as NIfTI with its RAS affine (qform and sform both set)."""
+    path = Path(path)
+    image = nib.Nifti1Image(np.asarray(volume.array, dtype=np.float32), volume.affine)
+    image.set_qform(volume.affine, code=1)
+    image.set_sform(volume.affine, code=1)
+    nib.save(image, str(path))
+    return path

@@ -1,0 +1,178 @@
+"""Turn one file's pixel data into stored values, then into rescaled floats.
+
+Native (uncompressed) little-endian slices take the fast path: one
+``np.fromfile`` at the offset the header read found, no pydicom parse.
+Everything else (compressed, colour, multi-frame, big endian) goes through
+pydicom's decoders; a missing decoder is reported by transfer syntax name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.uid import UID
+
+from medplug.ingest.errors import (
+    NotAnImageError,
+    PixelDecodeError,
+    UnreadableDicomError,
+    UnsupportedPixelFormatError,
+    UnsupportedTransferSyntaxError,
+)
+from medplug.ingest.header import InstanceHeader
+
+GREY = {"MONOCHROME1", "MONOCHROME2"}
+_NATIVE_DTYPES = {(8, 0): "u1", (8, 1): "i1", (16, 0): "<u2", (16, 1): "<i2", (32, 0): "<u4", (32, 1): "<i4"}
+
+
+def can_read_fast(header: InstanceHeader) -> bool:
+    """Whether the slice can be read with one ``np.fromfile`` (native grey, one frame)."""
+    if not (header.is_native_little_endian and header.pixel_offset is not None):
+        return False
+    if header.frames != 1 or header.samples_per_pixel != 1 or header.photometric not in GREY:
+        return False
+    key = (header.bits_allocated, header.pixel_representation)
+    if key not in _NATIVE_DTYPES:
+        return False
+    needed = header.rows * header.columns * header.bits_allocated // 8
+    return header.pixel_length is not None and header.pixel_length >= needed
+
+
+def read_fast(header: InstanceHeader) -> np.ndarray:
+    """Stored values of a native grey slice as (rows, columns), bits above BitsStored cleared."""
+    dtype = np.dtype(_NATIVE_DTYPES[(header.bits_allocated, header.pixel_representation)])
+    count = header.rows * header.columns
+    try:
+        raw = np.fromfile(header.path, dtype=dtype, count=count, offset=header.pixel_offset or 0)
+    except OSError as exc:
+        raise UnreadableDicomError(header.path, f"cannot read pixel data ({exc})") from None
+    if raw.size != count:
+        raise UnreadableDicomError(
+            header.path, f"pixel data truncated: {raw.size} of {count} values present"
+        )
+    return _clear_unused_bits(raw.reshape(header.rows, header.columns), header)
+
+
+def _clear_unused_bits(raw: np.ndarray, header: InstanceHeader) -> np.ndarray:
+    bits_stored = header.bits_stored or header.bits_allocated
+    unused = header.bits_allocated - bits_stored
+    if unused <= 0:
+        return raw
+    if header.pixel_representation:  # sign-extend from BitsStored
+        return (raw << unused) >> unused
+    return raw & np.array((1 << bits_stored) - 1, dtype=raw.dtype)
+
+
+def read_dataset(header: InstanceHeader) -> pydicom.Dataset:
+    """The full data set (with pixels) for the decoder path."""
+    try:
+        ds = pydicom.dcmread(header.path, force=True)
+    except Exception as exc:  # pydicom raises many types on malformed files
+        raise UnreadableDicomError(header.path, f"cannot read data set ({type(exc).__name__})") from None
+    if not getattr(ds.file_meta, "TransferSyntaxUID", None):
+        # Files without File Meta: the decoder needs the syntax the reader detected.
+        ds.file_meta.TransferSyntaxUID = transfer_syntax_from_encoding(ds)
+    return ds
+
+
+def transfer_syntax_from_encoding(ds: pydicom.Dataset) -> str:
+    """The native transfer syntax matching how pydicom actually parsed a meta-less file."""
+    implicit, little = getattr(ds, "original_encoding", (True, True))
+    if implicit:
+        return "1.2.840.10008.1.2"
+    return "1.2.840.10008.1.2.1" if little else "1.2.840.10008.1.2.2"
+
+
+def check_decoder(path: Path, transfer_syntax: str) -> None:
+    """Raise ``UnsupportedTransferSyntaxError`` naming the syntax when no decoder is installed."""
+    if not transfer_syntax:
+        return
+    uid = UID(transfer_syntax)
+    if not uid.is_compressed:
+        return
+    from pydicom.pixels.decoders.base import get_decoder
+
+    try:
+        decoder = get_decoder(uid)
+    except NotImplementedError:
+        raise UnsupportedTransferSyntaxError(
+            path, f"{uid.name} ({uid}) has no decoder in pydicom; convert the file first"
+        ) from None
+    if not decoder.is_available:
+        missing = "; ".join(decoder.missing_dependencies) or "a decoder plugin"
+        raise UnsupportedTransferSyntaxError(
+            path, f"{uid.name} ({uid}) needs a decoder that is not installed: {missing}"
+        )
+
+
+def decode_frames(header: InstanceHeader, ds: pydicom.Dataset) -> np.ndarray:
+    """All frames as (frames, rows, columns[, samples]) stored values (colour as RGB)."""
+    path = header.path
+    if not any(tag in ds for tag in (0x7FE00010, 0x7FE00008, 0x7FE00009)):
+        if header.has_pixel_data:
+            raise UnreadableDicomError(path, "Pixel Data element is truncated or unreadable")
+        raise NotAnImageError(path, "no Pixel Data element")
+    check_decoder(path, str(ds.file_meta.get("TransferSyntaxUID", "")) or header.transfer_syntax)
+    try:
+        array = ds.pixel_array
+    except Exception as exc:  # corrupt streams surface as RuntimeError, ValueError, struct.error
+        raise PixelDecodeError(path, _decoder_message(exc)) from None
+    if "ModalityLUTSequence" in ds and int(ds.get("SamplesPerPixel", 1) or 1) == 1:
+        # A lookup table instead of slope/intercept: apply it here, rescale becomes identity.
+        from pydicom.pixels import apply_modality_lut
+
+        array = apply_modality_lut(array, ds)
+        header.extra["modality_lut"] = True
+    colour = int(ds.get("SamplesPerPixel", 1) or 1) > 1
+    if str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        array = apply_color_lut(array, ds)
+        colour = True
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames == 1 and array.ndim == (3 if colour else 2):
+        array = array[np.newaxis]
+    expected_ndim = 4 if colour else 3
+    if array.ndim != expected_ndim:
+        raise UnsupportedPixelFormatError(
+            path, f"decoded array has shape {array.shape}, expected frames x rows x columns"
+        )
+    return array
+
+
+def _decoder_message(exc: Exception) -> str:
+    """First decoder's complaint, short (pydicom lists every plugin's error)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("Unable to decode"):
+        return lines[1][:300]
+    return (lines[0] if lines else type(exc).__name__)[:300]
+
+
+def to_float(
+    stored: np.ndarray,
+    out: np.ndarray,
+    slope: float,
+    intercept: float,
+    monochrome1: bool,
+    stored_range: tuple[float, float],
+) -> None:
+    """Write ``stored * slope + intercept`` into ``out``; invert MONOCHROME1 so bright = high."""
+    if slope == 1.0:
+        out[...] = stored
+    else:
+        np.multiply(stored, slope, out=out, casting="unsafe")
+    if intercept:
+        out += intercept
+    if monochrome1:
+        low, high = stored_range
+        np.subtract(slope * (low + high) + 2 * intercept, out, out=out)
+
+
+def stored_range(header: InstanceHeader) -> tuple[float, float]:
+    """Smallest and largest storable value, for MONOCHROME1 inversion."""
+    bits = header.bits_stored or header.bits_allocated or 16
+    if header.pixel_representation:
+        return (-(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1)
+    return (0.0, 2.0**bits - 1)

@@ -1,0 +1,338 @@
+"""One scanned series -> one ``ImageVolume`` (array (i, j, k) = (column, row, slice), RAS affine).
+
+Three shapes of series, three paths:
+- a stack of single-frame files (CT, MR, PET): geometry from the headers the
+  scan already read, then each slice is read straight into a preallocated
+  float32 array (native files with ``np.fromfile``, in a few threads);
+- multi-frame objects (enhanced CT/MR, legacy multi-frame, cine): decoded by
+  pydicom, frame positions from the per-frame functional groups;
+- a single 2D image (CR, DX, secondary capture): a 2D volume.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydicom.uid import UID
+
+from medplug.contract import ImageVolume
+from medplug.ingest.errors import UnsupportedPixelFormatError, geometry_error
+from medplug.ingest.geometry import LPS_TO_RAS, in_plane_affine, stack_geometry
+from medplug.ingest.header import InstanceHeader
+from medplug.ingest.pixels import (
+    can_read_fast,
+    decode_frames,
+    read_dataset,
+    read_fast,
+    stored_range,
+    to_float,
+)
+from medplug.ingest.scan import SeriesInfo
+
+OUTPUT_DTYPE = np.float32
+# Below this many slices a thread pool costs more than it saves.
+_THREADS_MIN_SLICES = 16
+
+
+def load_series(
+    series: SeriesInfo, *, allow_tilt: bool = False, workers: int | None = None
+) -> ImageVolume:
+    """Load a scanned series as a float32 volume in rescaled units (HU for CT).
+
+    Raises a ``DicomError`` (``SeriesGeometryError`` for geometry) with a stable
+    ``category`` when the files do not form one regular image.
+    """
+    instances = series.instances
+    if any(i.frames > 1 or i.extra.get("functional_groups") for i in instances):
+        return _load_multiframe(series, allow_tilt)
+    if len(instances) == 1:
+        return _load_single_image(series, instances[0])
+    return _load_stack(series, allow_tilt, workers)
+
+
+# --------------------------------------------------------------------------- stacks
+
+
+def _load_stack(series: SeriesInfo, allow_tilt: bool, workers: int | None) -> ImageVolume:
+    instances = series.instances
+    where = instances[0].path.parent
+    missing = [i for i in instances if i.image_position is None or not i.image_orientation]
+    if missing:
+        raise geometry_error(
+            where,
+            "missing_geometry",
+            f"{len(missing)} of {len(instances)} images lack ImagePositionPatient or "
+            "ImageOrientationPatient, so they cannot be stacked; load the files one by one",
+        )
+    if any(i.samples_per_pixel != 1 for i in instances):
+        raise UnsupportedPixelFormatError(where, "colour images cannot be stacked into a volume")
+    warnings: list[str] = []
+    spacings = []
+    for instance in instances:
+        spacing = instance.pixel_spacing or instance.imager_pixel_spacing
+        spacings.append(spacing[:2] if spacing and len(spacing) >= 2 else (1.0, 1.0))
+    if not instances[0].pixel_spacing:
+        warnings.append("no PixelSpacing: in-plane spacing assumed 1 mm")
+    geometry = stack_geometry(
+        where,
+        np.asarray([i.image_position[:3] for i in instances], float),  # type: ignore[index]
+        np.asarray([i.image_orientation[:6] for i in instances], float),  # type: ignore[index]
+        np.asarray(spacings, float),
+        np.asarray([(i.rows, i.columns) for i in instances]),
+        allow_tilt=allow_tilt,
+    )
+    warnings.extend(geometry.warnings)
+    ordered = [instances[index] for index in geometry.order]
+    first = ordered[0]
+    buffer = np.empty((len(ordered), first.rows, first.columns), dtype=OUTPUT_DTYPE)
+
+    def fill(k: int) -> None:
+        instance = ordered[k]
+        if can_read_fast(instance):
+            stored = read_fast(instance)
+        else:
+            stored = decode_frames(instance, read_dataset(instance))[0]
+            if stored.shape != buffer.shape[1:]:
+                raise UnsupportedPixelFormatError(
+                    instance.path, f"decoded shape {stored.shape} != {buffer.shape[1:]}"
+                )
+        to_float(
+            stored,
+            buffer[k],
+            _slope(instance),
+            _intercept(instance),
+            instance.photometric == "MONOCHROME1",
+            stored_range(instance),
+        )
+
+    workers = workers if workers is not None else min(4, (os.cpu_count() or 1) + 1)
+    if workers > 1 and len(ordered) >= _THREADS_MIN_SLICES:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(fill, range(len(ordered))))
+    else:
+        for k in range(len(ordered)):
+            fill(k)
+    meta = _series_meta(series, ordered, warnings)
+    meta["slice_step"] = geometry.slice_step
+    meta["gantry_tilt_deg"] = geometry.gantry_tilt_deg
+    return _volume(series, buffer.transpose(2, 1, 0), geometry.affine, ordered, meta)
+
+
+def _slope(instance: InstanceHeader) -> float:
+    if instance.extra.get("modality_lut"):
+        return 1.0
+    return float(instance.rescale_slope) if instance.rescale_slope not in (None, 0) else 1.0
+
+
+def _intercept(instance: InstanceHeader) -> float:
+    if instance.extra.get("modality_lut"):
+        return 0.0
+    return float(instance.rescale_intercept or 0.0)
+
+
+# --------------------------------------------------------------------------- single images
+
+
+def _load_single_image(series: SeriesInfo, instance: InstanceHeader) -> ImageVolume:
+    if can_read_fast(instance):
+        stored = read_fast(instance)
+    else:
+        stored = decode_frames(instance, read_dataset(instance))[0]
+    warnings: list[str] = []
+    image = np.empty(stored.shape, dtype=OUTPUT_DTYPE)
+    to_float(
+        stored,
+        image,
+        _slope(instance),
+        _intercept(instance),
+        instance.photometric == "MONOCHROME1",
+        stored_range(instance),
+    )
+    spacing = instance.pixel_spacing or instance.imager_pixel_spacing
+    if not spacing:
+        warnings.append("no PixelSpacing or ImagerPixelSpacing: spacing assumed 1 mm")
+    elif not instance.pixel_spacing:
+        warnings.append("spacing from ImagerPixelSpacing (at the detector, not the patient)")
+    affine = in_plane_affine(instance.image_orientation, spacing, instance.image_position)
+    affine[:3, 2] *= instance.slice_thickness or 1.0
+    array = image.transpose(1, 0, 2) if image.ndim == 3 else image.T
+    meta = _series_meta(series, [instance], warnings)
+    if image.ndim == 3:
+        meta["original_channel_dim"] = -1
+    return _volume(series, array, LPS_TO_RAS @ affine, [instance], meta)
+
+
+# --------------------------------------------------------------------------- multi-frame
+
+
+def _load_multiframe(series: SeriesInfo, allow_tilt: bool) -> ImageVolume:
+    """Decode every file, collect frames with their own geometry, then stack like slices."""
+    frames: list[np.ndarray] = []
+    positions: list[Any] = []
+    orientations: list[Any] = []
+    spacings: list[Any] = []
+    rescales: list[tuple[float, float]] = []
+    warnings: list[str] = []
+    first = series.instances[0]
+    for instance in series.instances:
+        ds = read_dataset(instance)
+        decoded = decode_frames(instance, ds)
+        for index in range(decoded.shape[0]):
+            frame_geometry = _frame_geometry(ds, index, instance)
+            frames.append(decoded[index])
+            positions.append(frame_geometry["position"])
+            orientations.append(frame_geometry["orientation"])
+            spacings.append(frame_geometry["spacing"])
+            rescales.append(frame_geometry["rescale"])
+    colour = frames[0].ndim == 3
+    shapes = {frame.shape for frame in frames}
+    if len(shapes) > 1:
+        raise geometry_error(first.path, "mixed_size", f"frames have different sizes {shapes}")
+    have_geometry = all(p is not None for p in positions) and all(
+        o is not None for o in orientations
+    )
+    step = first.spacing_between_slices or first.slice_thickness
+    if len(frames) == 1:
+        have_geometry = False
+    if have_geometry:
+        geometry = stack_geometry(
+            first.path,
+            np.asarray(positions, float),
+            np.asarray(orientations, float),
+            np.asarray([s or (1.0, 1.0) for s in spacings], float),
+            np.asarray([frame.shape[:2] for frame in frames]),
+            allow_tilt=allow_tilt,
+        )
+        order = geometry.order
+        affine = geometry.affine
+        warnings.extend(geometry.warnings)
+    else:
+        order = np.arange(len(frames))
+        affine = in_plane_affine(orientations[0], spacings[0], positions[0])
+        affine[:3, 2] *= step or 1.0
+        affine = LPS_TO_RAS @ affine
+        if len(frames) > 1:
+            warnings.append(
+                "frames carry no per-frame position: stacked in stored order"
+                + (f" with {step} mm spacing" if step else " with 1 mm spacing")
+            )
+    buffer = np.empty((len(frames), *frames[0].shape), dtype=OUTPUT_DTYPE)
+    monochrome1 = first.photometric == "MONOCHROME1"
+    for k, index in enumerate(order):
+        slope, intercept = rescales[index]
+        to_float(frames[index], buffer[k], slope, intercept, monochrome1, stored_range(first))
+    if len(frames) == 1:
+        array = buffer[0].transpose(1, 0, 2) if colour else buffer[0].T
+    else:
+        array = buffer.transpose(2, 1, 0, 3) if colour else buffer.transpose(2, 1, 0)
+    meta = _series_meta(series, series.instances, warnings)
+    meta["multi_frame"] = True
+    if colour:
+        meta["original_channel_dim"] = -1
+    return _volume(series, array, affine, series.instances, meta)
+
+
+def _frame_geometry(ds: Any, index: int, instance: InstanceHeader) -> dict[str, Any]:
+    """Position, orientation, spacing and rescale of one frame (functional groups first)."""
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    groups = [g for g in ((per_frame[index] if per_frame and index < len(per_frame) else None),
+                          (shared[0] if shared else None)) if g is not None]
+    found: dict[str, Any] = {
+        "position": None,
+        "orientation": None,
+        "spacing": None,
+        "rescale": None,
+    }
+    for group in groups:
+        position = _item(group, "PlanePositionSequence")
+        if found["position"] is None and position is not None and "ImagePositionPatient" in position:
+            found["position"] = tuple(float(v) for v in position.ImagePositionPatient)
+        orientation = _item(group, "PlaneOrientationSequence")
+        if found["orientation"] is None and orientation is not None and (
+            "ImageOrientationPatient" in orientation
+        ):
+            found["orientation"] = tuple(float(v) for v in orientation.ImageOrientationPatient)
+        measures = _item(group, "PixelMeasuresSequence")
+        if found["spacing"] is None and measures is not None and "PixelSpacing" in measures:
+            found["spacing"] = tuple(float(v) for v in measures.PixelSpacing)
+        transform = _item(group, "PixelValueTransformationSequence")
+        if found["rescale"] is None and transform is not None and (
+            transform.get("RescaleSlope") not in (None, "")
+        ):
+            found["rescale"] = (
+                float(transform.RescaleSlope) or 1.0,
+                float(transform.get("RescaleIntercept") or 0.0),
+            )
+    if not per_frame:
+        # Legacy multi-frame: one position for the first frame, frames along the normal.
+        if instance.image_orientation and instance.image_position and (
+            instance.spacing_between_slices
+        ):
+            normal = np.cross(instance.image_orientation[:3], instance.image_orientation[3:6])
+            start = np.asarray(instance.image_position[:3], float)
+            found["position"] = tuple(start + index * instance.spacing_between_slices * normal)
+            found["orientation"] = tuple(instance.image_orientation[:6])
+        found["orientation"] = found["orientation"] or (
+            tuple(instance.image_orientation[:6]) if instance.image_orientation else None
+        )
+    found["spacing"] = found["spacing"] or instance.pixel_spacing or instance.imager_pixel_spacing
+    found["rescale"] = found["rescale"] or (_slope(instance), _intercept(instance))
+    if found["position"] is None and not per_frame and instance.image_position and index == 0:
+        found["position"] = tuple(instance.image_position[:3])
+    return found
+
+
+def _item(ds: Any, keyword: str) -> Any:
+    sequence = ds.get(keyword)
+    return sequence[0] if sequence else None
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def _series_meta(
+    series: SeriesInfo, instances: list[InstanceHeader], warnings: list[str]
+) -> dict[str, Any]:
+    """Facts a viewer or plugin needs; no patient-identifying fields."""
+    first = instances[0]
+    slopes = {_slope(i) for i in instances}
+    intercepts = {_intercept(i) for i in instances}
+    return {
+        "series_description": series.description,
+        "series_number": series.number,
+        "sop_class": UID(first.sop_class_uid).name if first.sop_class_uid else "",
+        "image_type": list(series.image_type),
+        "photometric": first.photometric,
+        "transfer_syntaxes": series.transfer_syntax_names,
+        "n_files": len(instances),
+        "rescale_slope": slopes.pop() if len(slopes) == 1 else None,
+        "rescale_intercept": intercepts.pop() if len(intercepts) == 1 else None,
+        "monochrome1_inverted": first.photometric == "MONOCHROME1",
+        "warnings": list(warnings),
+    }
+
+
+def _volume(
+    series: SeriesInfo,
+    array: np.ndarray,
+    affine: np.ndarray,
+    instances: list[InstanceHeader],
+    meta: dict[str, Any],
+) -> ImageVolume:
+    sources = {str(i.path.parent) for i in instances}
+    source = sources.pop() if len(sources) == 1 else str(Path(os.path.commonpath(list(sources))))
+    return ImageVolume(
+        array=array,
+        affine=affine,
+        modality=series.modality or None,
+        study_uid=series.study_uid or None,
+        series_uid=series.series_uid or None,
+        sop_uids=list(dict.fromkeys(i.sop_instance_uid for i in instances)),
+        source=source if len(instances) > 1 else str(instances[0].path),
+        meta=meta,
+    )
