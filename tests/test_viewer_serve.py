@@ -394,3 +394,35 @@ def test_dicomweb_study_reference_is_fetched_and_predicted(
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def test_structured_report_output(models: Path, series: Path, tmp_path: Path) -> None:
+    pytest.importorskip("medplug.batch.sr")
+    import pydicom
+
+    client = make_client(models)
+    response = client.post(
+        "/predict/bright-spot?output=sr", headers=AUTH, files=dicom_parts(series)
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/dicom"
+    sr = pydicom.dcmread(io.BytesIO(response.content))
+    source = pydicom.dcmread(next(series.iterdir()), stop_before_pixels=True)
+    assert sr.Modality == "SR"
+    assert sr.StudyInstanceUID == source.StudyInstanceUID
+    assert sr.PatientID == source.PatientID
+    referenced = {
+        item.ReferencedSOPInstanceUID
+        for study in sr.CurrentRequestedProcedureEvidenceSequence
+        for series_item in study.ReferencedSeriesSequence
+        for item in series_item.ReferencedSOPSequence
+    }
+    assert len(referenced) == 12
+    assert "bright-spot" in str(sr.ContentSequence)
+    nifti = write_nifti(tmp_path / "ct.nii.gz", phantom())
+    refused = client.post(
+        "/predict/bright-spot?output=sr",
+        headers=AUTH,
+        files={"files": ("ct.nii.gz", nifti.read_bytes())},
+    )
+    assert refused.status_code == 400 and "needs DICOM input" in refused.text

@@ -35,6 +35,7 @@ from medplug.serve.guard import Admission, RequestGuard
 from medplug.serve.render import heatmap_on_image_grid, overlay_png
 from medplug.serve.service import PredictionService
 from medplug.serve.settings import ServeSettings
+from medplug.serve.structured_report import structured_report
 from medplug.serve.uploads import Upload, UploadLimits, save_uploads
 
 log = logging.getLogger("medplug.serve")
@@ -199,7 +200,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
                     limits = UploadLimits(settings.max_files, settings.max_unzipped_bytes)
                     path = save_uploads(uploads, folder, limits)
                 case, prediction = service.predict_path(plugin, path, report, clinical)
-                return _answer(output, case, prediction, slice_index)
+                return _answer(output, case, prediction, slice_index, path)
 
         ticket = getattr(request.state, "admission_ticket", None)
         try:
@@ -249,11 +250,15 @@ def scrub_paths(message: str) -> str:
     return TEMP_UPLOAD.sub("upload", message)
 
 
-def _answer(output: str, case: Case, prediction: Prediction, slice_index: int | None) -> Response:
+def _answer(
+    output: str, case: Case, prediction: Prediction, slice_index: int | None, input_path: Path
+) -> Response:
     if output == "json":
         return JSONResponse(prediction.to_json())
     if output == "sr":
-        return Response(_structured_report(case, prediction), media_type="application/dicom")
+        return Response(
+            structured_report(case, prediction, input_path), media_type="application/dicom"
+        )
     image = case.image
     has_heatmap = prediction.explanation is not None and prediction.explanation.heatmap is not None
     if output == "heatmap":
@@ -274,10 +279,6 @@ def _answer(output: str, case: Case, prediction: Prediction, slice_index: int | 
             "pixel_aspect": image.spacing[1] / image.spacing[0],
         }
     return JSONResponse({"prediction": payload, "overlay": overlay})
-
-
-def _structured_report(case: Case, prediction: Prediction) -> bytes:
-    raise HTTPException(501, "DICOM SR output needs medplug.batch, which is not installed")
 
 
 async def _medplug_error(request: Request, exc: Exception) -> JSONResponse:
