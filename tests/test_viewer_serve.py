@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -419,6 +420,13 @@ def test_structured_report_output(models: Path, series: Path, tmp_path: Path) ->
     }
     assert len(referenced) == 12
     assert "bright-spot" in str(sr.ContentSequence)
+    if shutil.which("dciodvfy"):  # dicom3tools: the SR must validate without errors
+        (tmp_path / "sr.dcm").write_bytes(response.content)
+        check = subprocess.run(
+            ["dciodvfy", str(tmp_path / "sr.dcm")], capture_output=True, text=True
+        )
+        errors = [line for line in (check.stdout + check.stderr).splitlines() if "Error" in line]
+        assert not errors, errors
     nifti = write_nifti(tmp_path / "ct.nii.gz", phantom())
     refused = client.post(
         "/predict/bright-spot?output=sr",

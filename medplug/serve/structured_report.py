@@ -16,6 +16,20 @@ from pydicom.errors import InvalidDicomError
 
 from medplug.contract import Case, Prediction
 
+# Patient/study attributes the SR copies from its evidence. They are Type 2 (must be
+# present, may be empty) but some exporters drop them; empty ones keep the SR valid.
+TYPE2_STUDY_ATTRIBUTES = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+)
+
 
 def structured_report(case: Case, prediction: Prediction, input_path: Path) -> bytes:
     """DICOM Part 10 bytes of an SR describing ``prediction`` for the study at ``input_path``."""
@@ -37,8 +51,15 @@ def structured_report(case: Case, prediction: Prediction, input_path: Path) -> b
         except (InvalidDicomError, OSError, ValueError):
             continue
         if header.get("SOPInstanceUID") in wanted:
-            evidence.append(header)
+            evidence.append(_with_type2_study_attributes(header))
     sr = build_sr([prediction], evidence)
     buffer = io.BytesIO()
     sr.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+def _with_type2_study_attributes(header: pydicom.Dataset) -> pydicom.Dataset:
+    for keyword in TYPE2_STUDY_ATTRIBUTES:
+        if keyword not in header:
+            setattr(header, keyword, "")
+    return header
