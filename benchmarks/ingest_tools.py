@@ -85,8 +85,9 @@ def _setup_medplug_load_image(folder: Path) -> Callable[[], Any]:
 
 
 def _setup_medplug_monai_reader(folder: Path) -> Callable[[], Any]:
-    from medplug.ingest import MedplugDicomReader
     from monai.transforms import LoadImage
+
+    from medplug.ingest import MedplugDicomReader
 
     loader = LoadImage(reader=MedplugDicomReader(), image_only=True)
 
