@@ -127,3 +127,24 @@ def test_dock_widget_reports_medplug_errors_as_notifications(
     message = str(notification_manager.records[-1].message)
     assert "medplug:" in message and "no model folder" in message
     assert "bright-spot Grad-CAM" not in viewer.layers
+
+
+def test_sample_case_dicom_and_nifti_layers_coincide(
+    make_napari_viewer, sample_cohort: Path
+) -> None:
+    """The generated cohort's DICOM series and its NIfTI copy land on the same world grid."""
+    import csv
+
+    with (sample_cohort / "manifest.csv").open() as handle:
+        case = next(csv.DictReader(handle))
+    viewer = make_napari_viewer()
+    dicom = viewer.open(str(sample_cohort / case["dicom_dir"]), plugin="medplug")[0]
+    nifti = viewer.open(str(sample_cohort / case["nifti"]), plugin="medplug")[0]
+    assert dicom.data.shape == nifti.data.shape
+    np.testing.assert_allclose(dicom.scale, nifti.scale, rtol=1e-4)
+    corner = np.array(dicom.data.shape) - 1
+    for voxel in (np.zeros(3), corner, corner // 2):
+        np.testing.assert_allclose(
+            dicom.data_to_world(voxel), nifti.data_to_world(voxel), atol=1e-2
+        )
+    np.testing.assert_allclose(dicom.data, nifti.data, atol=1.0)
