@@ -26,7 +26,7 @@ from viewer_support import (
 from medplug.contract import Prediction
 from medplug.serve import ServeSettings, create_app
 from medplug.serve.background import serve_in_thread
-from medplug.serve.settings import ServeConfigError
+from medplug.serve.settings import ServeConfigError, read_token
 
 TOKEN = "test-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -106,6 +106,24 @@ def test_settings_refuse_to_run_without_a_token() -> None:
     with pytest.raises(ServeConfigError, match="at least 16"):
         ServeSettings(token="short")
     assert ServeSettings(token=None, insecure_local=True).token is None
+
+
+def test_token_comes_from_file_or_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MEDPLUG_SERVE_TOKEN_FILE", raising=False)
+    monkeypatch.setenv("MEDPLUG_SERVE_TOKEN", "from-the-environment-123")
+    assert read_token() == "from-the-environment-123"
+    token_file = tmp_path / "token"
+    token_file.write_text("from-a-file-0123456789\n")
+    assert read_token(token_file) == "from-a-file-0123456789"
+    monkeypatch.setenv("MEDPLUG_SERVE_TOKEN_FILE", str(token_file))
+    assert read_token() == "from-a-file-0123456789"
+    token_file.write_text("  \n")
+    with pytest.raises(ServeConfigError, match="is empty"):
+        read_token()
+    with pytest.raises(ServeConfigError, match="does not exist"):
+        read_token(tmp_path / "missing")
 
 
 def test_cli_refuses_to_start_without_token(tmp_path: Path) -> None:
