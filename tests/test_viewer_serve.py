@@ -366,7 +366,9 @@ def test_insecure_local_binds_loopback_only(models: Path) -> None:
                 break
         assert listening and all(addr.ip == "127.0.0.1" for addr in listening)
         port = listening[0].port
-        assert httpx.get(f"http://127.0.0.1:{port}/plugins", timeout=10).status_code == 200
+        assert httpx.get(
+            f"http://127.0.0.1:{port}/plugins", timeout=120
+        )  # first call imports every plugin.status_code == 200
     finally:
         process.terminate()
         process.wait(timeout=20)
