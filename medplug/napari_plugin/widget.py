@@ -30,7 +30,7 @@ from qtpy.QtWidgets import (
 )
 
 from medplug.contract import Case, ImageVolume, Plugin, Prediction
-from medplug.errors import InputError, MedplugError
+from medplug.errors import InputError, MedplugError, PluginError
 from medplug.napari_plugin.geometry import from_layer, to_layer
 from medplug.napari_plugin.reader import VOLUME_KEY
 from medplug.registry import default_model_dir, discover, load_plugin
@@ -46,7 +46,10 @@ def run_plugin(name: str, model_dir: Path, case: Case) -> Prediction:
         if key not in _loaded:
             _loaded[key] = load_plugin(name, model_dir)
         plugin = _loaded[key]
-    return plugin.predict(case)
+    prediction = plugin.predict(case)
+    if prediction.failed:  # a plugin may hand back a failed Prediction instead of raising
+        raise PluginError(prediction.error["message"] if prediction.error else "failed")
+    return prediction
 
 
 def layer_volume(layer: Image) -> ImageVolume:

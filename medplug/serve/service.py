@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from medplug.contract import Case, Plugin, Prediction
+from medplug.errors import PluginError
 from medplug.registry import load_plugin
 from medplug.serve.guard import Ticket
 from medplug.serve.settings import ServeSettings
@@ -50,7 +51,10 @@ class PredictionService:
         plugin = self.plugin(name)
         case_id = f"upload-{uuid.uuid4().hex[:8]}"
         case = load_case(path, case_id=case_id, report=report, clinical=clinical or None)
-        return case, plugin.predict(case)
+        prediction = plugin.predict(case)
+        if prediction.failed:  # a plugin may hand back a failed Prediction instead of raising
+            raise PluginError(prediction.error["message"] if prediction.error else "failed")
+        return case, prediction
 
     async def run(self, ticket: Ticket | None, function: Callable[..., T], *args: Any) -> T:
         """Run ``function`` in the pool; the admission ticket is released when it finishes."""
