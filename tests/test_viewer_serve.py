@@ -291,7 +291,10 @@ def test_access_log_has_no_phi(
             "/predict/bright-spot?output=json&patient=Doe_John",
             headers=AUTH,
             files=dicom_parts(series),
-            data={"report": "Mr Doe has a nodule.", "clinical": '{"age": 61}'},
+            data={
+                "report": "Mr Doe has a nodule.",
+                "clinical": '{"age": 61, "smoking": "Quietly-Former"}',
+            },
         )
         client.post(
             "/predict/bright-spot",
@@ -302,7 +305,7 @@ def test_access_log_has_no_phi(
     assert any("POST /predict/{plugin} 200" in line for line in lines)
     assert any("POST /predict/{plugin} 422" in line for line in lines)
     joined = "\n".join(lines)
-    for phi in ("Doe", "Viewer^Test", "VIEW001", "nodule", "61", "patient="):
+    for phi in ("Doe", "Viewer^Test", "VIEW001", "nodule", "Quietly-Former", "patient="):
         assert phi not in joined
 
 
