@@ -206,6 +206,14 @@ def test_folder_batch_writes_one_record_per_study_and_isolates_bad_ones(
     assert {row["study_uid"] for row in rows} <= set(by_uid)
 
     good = [by_uid[row["study_uid"]] for row in (rows[0], rows[2], rows[3])]
+    # The SR cites every instance of the series, from the headers the decoder scanned.
+    headers = case_headers(sample_cohort, rows[0]["case_id"])
+    sr = pydicom.dcmread(out / good[0]["provenance"]["files"]["sr"])
+    assert sr.PatientID == headers[0].PatientID and sr.StudyDate == headers[0].StudyDate
+    (cited_series,) = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence
+    assert cited_series.SeriesInstanceUID == headers[0].SeriesInstanceUID
+    cited = {item.ReferencedSOPInstanceUID for item in cited_series.ReferencedSOPSequence}
+    assert cited == {h.SOPInstanceUID for h in headers}
     for record in good:
         assert record["status"] == "ok"
         (res,) = record["results"]

@@ -109,14 +109,31 @@ class StudyProcessor:
 
     def process(self, loaded: Sequence[LoadedStudy]) -> list[dict[str, Any]]:
         """Predict, write and record every study in ``loaded``; returns their records."""
+        return self.finish(self.predict(loaded))
+
+    def predict(self, loaded: Sequence[LoadedStudy]) -> list[StudyOutcome]:
+        """Every plugin over the decoded studies (one ``predict_batch`` call each)."""
         outcomes = [StudyOutcome(item, self.journal.get(item.key)) for item in loaded]
         for outcome in outcomes:
             if outcome.loaded.error:
                 outcome.errors.append(outcome.loaded.error)
         run_plugins(self.plugins, outcomes)
-        return [self._finish(outcome) for outcome in outcomes]
+        return outcomes
 
-    def _finish(self, outcome: StudyOutcome) -> dict[str, Any]:
+    def finish(self, outcomes: Sequence[StudyOutcome]) -> list[dict[str, Any]]:
+        """SR, heatmaps and push per study, then all records in one journal commit.
+
+        The files are written before the commit: a study killed in between is
+        redone with the same SR UIDs, so it still appears exactly once.
+        """
+        records = [self._outputs(outcome) for outcome in outcomes]
+        self.journal.finish_many((o.entry.key, r) for o, r in zip(outcomes, records, strict=True))
+        self.output.append_results(records)
+        for outcome, record in zip(outcomes, records, strict=True):
+            self._log(outcome, record)
+        return records
+
+    def _outputs(self, outcome: StudyOutcome) -> dict[str, Any]:
         started = time.perf_counter()
         study = self.labeller.hash(outcome.entry.key)
         files: dict[str, str] = {}
@@ -129,9 +146,9 @@ class StudyProcessor:
                     pushed = self.destination.description
             except Exception as exc:  # a failed write/push is this study's error only
                 outcome.errors.append(error_info("output", exc))
-        record = self._record(outcome, study, files, pushed, time.perf_counter() - started)
-        self.journal.finish(outcome.entry.key, record)
-        self.output.append_result(record)
+        return self._record(outcome, study, files, pushed, time.perf_counter() - started)
+
+    def _log(self, outcome: StudyOutcome, record: dict[str, Any]) -> None:
         for error in outcome.errors:
             log.warning(
                 "%s: %s failed (%s)",
@@ -140,17 +157,17 @@ class StudyProcessor:
                 error["reason"],
             )
         log.info("%s: %s", self.labeller.for_log(outcome.entry.key), record["status"])
-        return record
 
     def _dicom_objects(
         self, outcome: StudyOutcome, study: str, files: dict[str, str]
     ) -> list[Dataset]:
         """SR (and heatmap SCs), written to the output folder; returns what to push."""
         entry, evidence = outcome.entry, outcome.loaded.evidence
+        assert evidence is not None
         objects: list[tuple[str, Dataset, Path]] = []
         if self.settings.write_sr:
             identity = SrIdentity(entry.sr_series_uid, entry.sr_sop_uid)
-            sr = build_sr(outcome.predictions, evidence, identity)
+            sr = build_sr(outcome.predictions, evidence.datasets(), identity)
             objects.append(("sr", sr, self.output.sr_path(study)))
         case = outcome.loaded.case
         if self.settings.write_heatmaps and case is not None and case.image is not None:
@@ -160,7 +177,7 @@ class StudyProcessor:
                     continue
                 sop_uid = generate_uid(entropy_srcs=[entry.sc_sop_uid, prediction.plugin])
                 sc = build_heatmap_sc(
-                    case.image.array, heatmap, evidence[0], entry.sc_series_uid, sop_uid
+                    case.image.array, heatmap, evidence.reference, entry.sc_series_uid, sop_uid
                 )
                 path = self.output.sc_path(study, prediction.plugin)
                 objects.append((f"heatmap:{prediction.plugin}", sc, path))
@@ -217,7 +234,7 @@ class StudyProcessor:
                 else "unknown",
                 "source": self.settings.source_kind,
                 "series_uid": series_uid,
-                "instances": len(outcome.loaded.evidence),
+                "instances": len(outcome.loaded.evidence or ()),
                 "files": files,
                 "pushed_to": pushed,
                 "attempt": outcome.entry.attempts,
