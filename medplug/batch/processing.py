@@ -80,6 +80,9 @@ def run_plugins(plugins: Sequence[Plugin], outcomes: list[StudyOutcome]) -> None
             outcome.predict_s += share
             if isinstance(result, BaseException):
                 outcome.errors.append(error_info("predict", result) | {"plugin": plugin.name})
+            elif result.error is not None:  # the plugin isolated this case's failure itself
+                reason = {"reason": result.error["type"], "message": result.error["message"]}
+                outcome.errors.append({"stage": "predict", "plugin": plugin.name, **reason})
             else:
                 outcome.predictions.append(result)
 

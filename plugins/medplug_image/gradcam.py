@@ -1,0 +1,35 @@
+"""Grad-CAM heatmaps (MONAI ``GradCAM``), batched, normalised to [0, 1] per image.
+
+MONAI's ``GradCAM`` leaves hooks on the network it wraps, so it gets its own
+copy of the model; the prediction network stays hook-free and fast.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from monai.visualize import GradCAM
+from torch import nn
+
+
+class HeatmapExplainer:
+    """Grad-CAM on one layer of a private copy of ``model``."""
+
+    def __init__(self, model: nn.Module, layer: str) -> None:
+        self.model = copy.deepcopy(model).eval()
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
+        self.cam = GradCAM(nn_module=self.model, target_layers=layer, postprocessing=_identity)
+
+    def __call__(self, images: torch.Tensor, class_idx: int) -> torch.Tensor:
+        """(B, 1, *spatial) maps for ``class_idx``, upsampled to the images' size."""
+        with torch.enable_grad():
+            inputs = images.detach().clone().requires_grad_(True)
+            maps = self.cam(inputs, class_idx=class_idx).detach()
+        peak = maps.flatten(1).amax(dim=1).clamp_min(1e-12)
+        return maps / peak.view(-1, *[1] * (maps.ndim - 1))
+
+
+def _identity(maps: torch.Tensor) -> torch.Tensor:
+    return maps

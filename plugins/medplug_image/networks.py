@@ -1,0 +1,81 @@
+"""Build any ``monai.networks.nets`` classifier by name, and find its hooks.
+
+MONAI networks disagree on argument names (``n_input_channels`` vs
+``in_channels``, ``num_classes`` vs ``out_channels``); ``build_network`` maps
+the config onto whichever the class takes, so a config only names the class
+and its own extra keyword arguments.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import monai.networks.nets as monai_nets
+import torch
+from torch import nn
+
+from medplug.errors import DataError
+from medplug_image.config import ImageModelConfig
+
+_IN_CHANNEL_ARGS = ("in_channels", "n_input_channels")
+_CLASS_ARGS = ("num_classes", "out_channels", "classes")
+_GRADCAM_LAYERS = {"ResNet": "layer4", "DenseNet": "class_layers.relu"}
+
+
+def build_network(config: ImageModelConfig) -> nn.Module:
+    """Instantiate ``config.network`` from ``monai.networks.nets`` for this task."""
+    network_class = getattr(monai_nets, config.network, None)
+    if not (isinstance(network_class, type) and issubclass(network_class, nn.Module)):
+        raise DataError(f"{config.network!r} is not a network class in monai.networks.nets")
+    parameters = inspect.signature(network_class.__init__).parameters
+    kwargs = dict(config.network_kwargs)
+    if "spatial_dims" in parameters:
+        kwargs["spatial_dims"] = config.spatial_dims
+    for name in _IN_CHANNEL_ARGS:
+        if name in parameters:
+            kwargs[name] = config.in_channels
+            break
+    for name in _CLASS_ARGS:
+        if name in parameters:
+            kwargs[name] = config.num_classes
+            break
+    try:
+        return network_class(**kwargs)
+    except TypeError as exc:
+        raise DataError(f"cannot build {config.network} with {kwargs}: {exc}") from exc
+
+
+def classifier_layer(model: nn.Module) -> nn.Linear:
+    """The final linear layer; its input is the penultimate-layer embedding."""
+    linear = [module for module in model.modules() if isinstance(module, nn.Linear)]
+    if not linear:
+        raise DataError(f"{type(model).__name__} has no linear classifier layer to embed from")
+    return linear[-1]
+
+
+def gradcam_layer_name(model: nn.Module, config: ImageModelConfig) -> str:
+    """The layer Grad-CAM reads: the config's choice, a known one, or the last conv."""
+    if config.gradcam_layer:
+        return config.gradcam_layer
+    for class_name, layer in _GRADCAM_LAYERS.items():
+        if type(model).__name__.startswith(class_name):
+            return layer
+    conv_types = (nn.Conv2d, nn.Conv3d)
+    names = [name for name, module in model.named_modules() if isinstance(module, conv_types)]
+    if not names:
+        raise DataError(f"{type(model).__name__} has no convolution layer for Grad-CAM")
+    return names[-1]
+
+
+class EmbeddingHook:
+    """Captures the classifier's input (the embedding) during a forward pass."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.value: torch.Tensor | None = None
+        self._handle = classifier_layer(model).register_forward_hook(self._store)
+
+    def _store(self, _module: nn.Module, inputs: tuple[torch.Tensor, ...], _output) -> None:
+        self.value = inputs[0].detach()
+
+    def remove(self) -> None:
+        self._handle.remove()

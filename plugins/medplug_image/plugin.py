@@ -1,0 +1,299 @@
+"""``image-classifier``: a MONAI CNN for 2D or 3D scans behind medplug's predict contract.
+
+Predictions carry calibrated probabilities, the label at the stored operating
+point, the penultimate-layer embedding (for fusion) and a Grad-CAM heatmap in
+the input's own geometry. ``predict_batch`` runs one forward pass for all
+cases; a case that cannot be used gets a Prediction with no label and the
+reason in ``error``, so one bad case never stops a batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+
+from medplug.contract import (
+    Case,
+    Explanation,
+    InputSpec,
+    Plugin,
+    PluginInfo,
+    Prediction,
+)
+from medplug.errors import DataError, InputError, MedplugError, ModelFileError
+from medplug.evaluation import binary_metrics, write_report
+from medplug.model_folder import WEIGHTS_NAME, load_model_folder
+from medplug_image import PLUGIN_NAME, PLUGIN_VERSION
+from medplug_image.calibrate import Calibration
+from medplug_image.config import ImageModelConfig
+from medplug_image.datasets import LabelledImages, is_npz, read_manifest, read_npz
+from medplug_image.gradcam import HeatmapExplainer
+from medplug_image.networks import EmbeddingHook, build_network, gradcam_layer_name
+from medplug_image.preprocessing import build_preprocess, invert_to_input, preprocess_volume
+from medplug_image.training import predict_logits
+
+
+@dataclass
+class _Prepared:
+    """One usable case after preprocessing."""
+
+    case: Case
+    tensor: MetaTensor
+
+
+class ImageClassifierPlugin(Plugin):
+    """Classify a scan with a MONAI network; explain it with Grad-CAM."""
+
+    name: ClassVar[str] = PLUGIN_NAME
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        config: ImageModelConfig,
+        calibration: Calibration,
+        info: PluginInfo,
+        model_sha256: str | None = None,
+        explain: bool = True,
+    ) -> None:
+        self.model = model.eval()
+        self.config = config
+        self.calibration = calibration
+        self.info = info
+        self.model_sha256 = model_sha256
+        self.explain = explain
+        self.transform = build_preprocess(config)
+        self._explainer: HeatmapExplainer | None = None
+
+    # ----------------------------------------------------------------- description
+
+    @classmethod
+    def describe(cls) -> PluginInfo:
+        return PluginInfo(
+            name=PLUGIN_NAME,
+            version=PLUGIN_VERSION,
+            task="classification",
+            inputs={
+                "image": InputSpec(
+                    kind="image",
+                    description="a 2D or 3D scan (DICOM series or NIfTI); "
+                    "the loaded model fixes dimensionality, size and intensity window",
+                )
+            },
+            outputs={
+                "probabilities": "temperature-calibrated class probabilities",
+                "label": "label at the operating point chosen on validation data",
+                "embedding": "penultimate-layer features",
+                "heatmap": "Grad-CAM in the input image's geometry",
+            },
+            description="MONAI CNN image classifier (any monai.networks.nets class), "
+            "calibrated, with Grad-CAM explanations.",
+        )
+
+    @classmethod
+    def info_for(
+        cls, config: ImageModelConfig, metrics: dict[str, Any] | None = None
+    ) -> PluginInfo:
+        """The info of a trained model: the generic description made specific."""
+        info = cls.describe()
+        info.labels = list(config.labels)
+        info.metrics = metrics or {}
+        info.inputs["image"] = InputSpec(
+            kind="image",
+            modality=config.modality,
+            spatial_dims=config.spatial_dims,
+            spatial_size=list(config.spatial_size),
+            spacing=list(config.spacing) if config.spacing else None,
+            intensity_window=list(config.intensity_window) if config.intensity_window else None,
+            num_channels=config.in_channels,
+            description=f"{config.spatial_dims}D image, preprocessed by the stored MONAI chain",
+        )
+        return info
+
+    # ----------------------------------------------------------------- loading
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | Path, explain: bool = True) -> ImageClassifierPlugin:
+        """Load a model folder; hashes are checked and nothing is unpickled."""
+        state, stored = load_model_folder(Path(model_dir), expected_plugin=PLUGIN_NAME)
+        try:
+            config = ImageModelConfig.from_dict(stored["image_config"])
+            calibration = Calibration(**stored.get("calibration", {}))
+            info = PluginInfo.from_dict(stored["info"])
+        except (KeyError, TypeError, DataError) as exc:
+            raise ModelFileError(f"{model_dir}: incomplete image model config ({exc})") from exc
+        model = build_network(config)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise ModelFileError(
+                f"{model_dir}: weights do not fit {config.network} ({str(exc)[:200]})"
+            ) from exc
+        sha = stored.get("file_sha256", {}).get(WEIGHTS_NAME)
+        return cls(model, config, calibration, info, model_sha256=sha, explain=explain)
+
+    # ----------------------------------------------------------------- prediction
+
+    def _predict(self, case: Case) -> Prediction:
+        prepared = self._prepare(case)  # raises a clear InputError on a bad case
+        return self._predict_prepared([prepared])[0]
+
+    def predict_batch(self, cases: Sequence[Case]) -> list[Prediction]:
+        """One forward pass for every usable case; unusable ones carry their error."""
+        started = time.perf_counter()
+        results: list[Prediction | None] = [None] * len(cases)
+        prepared, positions = [], []
+        for position, case in enumerate(cases):
+            try:
+                self.check_case(case)
+                prepared.append(self._prepare(case))
+                positions.append(position)
+            except MedplugError as exc:
+                results[position] = self.failed_prediction(case, exc)
+        if prepared:
+            for position, prediction in zip(
+                positions, self._predict_prepared(prepared), strict=True
+            ):
+                results[position] = prediction
+        per_case = (time.perf_counter() - started) / max(len(cases), 1)
+        for prediction in results:
+            assert prediction is not None
+            prediction.elapsed_s = prediction.elapsed_s or per_case
+        return results  # type: ignore[return-value]
+
+    def embed(self, case: Case) -> np.ndarray:
+        self.check_case(case)
+        return self.embed_batch([case])[0]
+
+    def embed_batch(self, cases: Sequence[Case]) -> list[np.ndarray]:
+        prepared = [self._prepare(case) for case in cases]
+        _, embeddings = self._forward(torch.stack([p.tensor.as_tensor() for p in prepared]))
+        return list(embeddings)
+
+    # ----------------------------------------------------------------- evaluation
+
+    def evaluate(self, data: Path, out_dir: Path) -> dict[str, Any]:
+        """Figures on labelled data (.npz test split, or a manifest's test rows or all rows)."""
+        if self.config.num_classes != 2:
+            raise DataError("evaluation figures are defined for binary models only")
+        labelled = self.load_labelled(Path(data))
+        images = torch.stack(
+            [
+                preprocess_volume(volume, self.transform, self.config, case_id).as_tensor()
+                for volume, case_id in zip(labelled.volumes, labelled.case_ids, strict=True)
+            ]
+        )
+        logits = predict_logits(self.model, images, tta_flips=self.config.tta_flips)
+        probs = self.calibration.probabilities(logits)[:, 1]
+        metrics = binary_metrics(labelled.labels, probs, threshold=self.calibration.threshold)
+        metrics["temperature"] = self.calibration.temperature
+        metrics["data"] = str(data)
+        write_report(out_dir, labelled.labels, probs, metrics)
+        return metrics
+
+    def load_labelled(self, data: Path) -> LabelledImages:
+        if is_npz(data):
+            return read_npz(data, "test", self.config)
+        labelled = read_manifest(data, self.config)
+        test_rows = np.flatnonzero(np.asarray(labelled.splits) == "test")
+        return labelled.subset(test_rows) if len(test_rows) else labelled
+
+    # ----------------------------------------------------------------- internals
+
+    def _prepare(self, case: Case) -> _Prepared:
+        if case.image is None:
+            raise InputError("no image to classify", case_id=case.case_id)
+        tensor = preprocess_volume(case.image, self.transform, self.config, case.case_id)
+        return _Prepared(case=case, tensor=tensor)
+
+    @torch.inference_mode()
+    def _forward(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Logits (averaged over test-time flips) and embeddings of the plain view."""
+        hook = EmbeddingHook(self.model)
+        try:
+            logits = self.model(images)
+            embeddings = hook.value
+        finally:
+            hook.remove()
+        if self.config.tta_flips:
+            views = [logits] + [
+                self.model(torch.flip(images, dims=[2 + axis])) for axis in self.config.tta_flips
+            ]
+            logits = torch.stack(views).mean(0)
+        return logits.float().numpy(), embeddings.float().numpy()
+
+    def _heatmaps(self, images: torch.Tensor, classes: np.ndarray) -> list[torch.Tensor]:
+        if self._explainer is None:
+            self._explainer = HeatmapExplainer(
+                self.model, gradcam_layer_name(self.model, self.config)
+            )
+        maps: list[torch.Tensor | None] = [None] * len(images)
+        for class_idx in np.unique(classes):
+            members = np.flatnonzero(classes == class_idx)
+            heats = self._explainer(images[members], int(class_idx))
+            for member, heat in zip(members, heats, strict=True):
+                maps[member] = heat
+        return maps  # type: ignore[return-value]
+
+    def _predict_prepared(self, prepared: list[_Prepared]) -> list[Prediction]:
+        images = torch.stack([p.tensor.as_tensor() for p in prepared])
+        logits, embeddings = self._forward(images)
+        probs = self.calibration.probabilities(logits)
+        labels = self.config.labels
+        if len(labels) == 2:
+            predicted = (probs[:, 1] >= self.calibration.threshold).astype(int)
+            explained_class = np.ones(len(prepared), dtype=int)  # evidence for the finding
+        else:
+            predicted = probs.argmax(axis=1)
+            explained_class = predicted
+        heatmaps = self._heatmaps(images, explained_class) if self.explain else None
+        predictions = []
+        for i, item in enumerate(prepared):
+            image = item.case.image
+            assert image is not None
+            explanation = None
+            if heatmaps is not None:
+                heatmap = invert_to_input(
+                    heatmaps[i], item.tensor, self.transform, image.array.shape
+                )
+                explanation = Explanation(heatmap=heatmap, heatmap_affine=np.asarray(image.affine))
+            predictions.append(
+                Prediction(
+                    plugin=self.name,
+                    plugin_version=self.info.version,
+                    case_id=item.case.case_id,
+                    label=labels[int(predicted[i])],
+                    probabilities={
+                        name: float(p) for name, p in zip(labels, probs[i], strict=True)
+                    },
+                    embedding=embeddings[i],
+                    explanation=explanation,
+                    provenance=self._provenance(item.case),
+                )
+            )
+        return predictions
+
+    def _provenance(self, case: Case) -> dict[str, Any]:
+        image = case.image
+        assert image is not None
+        return {
+            "model_sha256": self.model_sha256,
+            "network": self.config.network,
+            "temperature": self.calibration.temperature,
+            "threshold": self.calibration.threshold,
+            "input_study_uid": image.study_uid,
+            "input_series_uid": image.series_uid,
+            "input_source": image.source,
+            "input_shape": list(image.array.shape),
+        }
+
+    def failed_prediction(self, case: Case, error: MedplugError) -> Prediction:
+        prediction = super().failed_prediction(case, error)
+        prediction.provenance = {"model_sha256": self.model_sha256}
+        return prediction

@@ -1,0 +1,98 @@
+"""The MONAI transform chain stored with a model, applied to a case's ImageVolume.
+
+The chain is rebuilt from the model's config, so inference preprocesses exactly
+as training did. Images travel as MetaTensors carrying their affine, so the
+spatial steps (orientation, spacing, resize) are recorded and can be inverted:
+that is how a Grad-CAM heatmap is put back into the input's own geometry.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import (
+    Compose,
+    EnsureChannelFirst,
+    EnsureType,
+    Orientation,
+    RepeatChannel,
+    Resize,
+    ResizeWithPadOrCrop,
+    ScaleIntensity,
+    ScaleIntensityRange,
+    Spacing,
+)
+
+from medplug.contract import ImageVolume
+from medplug.errors import InputError
+from medplug_image.config import ImageModelConfig
+
+_RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
+
+
+def build_preprocess(config: ImageModelConfig) -> Compose:
+    """Channel-first, RAS and spacing (3D), intensity window, resize or pad to size."""
+    steps: list = [EnsureChannelFirst(channel_dim="no_channel")]
+    if config.spatial_dims == 3 and config.orientation:
+        steps.append(Orientation(axcodes=config.orientation, labels=_RAS_LABELS))
+    if config.spatial_dims == 3 and config.spacing:
+        steps.append(Spacing(pixdim=config.spacing, mode="bilinear"))
+    if config.intensity_window:
+        low, high = config.intensity_window
+        steps.append(ScaleIntensityRange(a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True))
+    else:
+        steps.append(ScaleIntensity(minv=0.0, maxv=1.0))
+    if config.resize_mode == "pad":
+        steps.append(ResizeWithPadOrCrop(spatial_size=config.spatial_size))
+    else:
+        mode = "bilinear" if config.spatial_dims == 2 else "trilinear"
+        steps.append(Resize(spatial_size=config.spatial_size, mode=mode, anti_aliasing=False))
+    if config.in_channels > 1:
+        steps.append(RepeatChannel(repeats=config.in_channels))
+    steps.append(EnsureType(dtype=torch.float32))
+    return Compose(steps)
+
+
+def spatial_array(volume: ImageVolume, config: ImageModelConfig, case_id: str) -> np.ndarray:
+    """The volume's array with the model's dimensionality, or a clear InputError."""
+    array = np.asarray(volume.array)
+    where = f" from {volume.source}" if volume.source else ""
+    if array.size == 0:
+        raise InputError(f"image{where} is empty (shape {array.shape})", case_id=case_id)
+    if array.ndim == 3 and config.spatial_dims == 2 and array.shape[-1] == 1:
+        array = array[..., 0]  # a single-slice series is a 2D image
+    if array.ndim != config.spatial_dims:
+        raise InputError(
+            f"model expects a {config.spatial_dims}D image, got a {array.ndim}D array of "
+            f"shape {tuple(array.shape)}{where}",
+            case_id=case_id,
+        )
+    if min(array.shape) < 2:
+        raise InputError(f"image{where} has a degenerate shape {array.shape}", case_id=case_id)
+    if not np.issubdtype(array.dtype, np.number) or not np.isfinite(array).all():
+        raise InputError(f"image{where} contains NaN or infinite values", case_id=case_id)
+    return array
+
+
+def preprocess_volume(
+    volume: ImageVolume, transform: Compose, config: ImageModelConfig, case_id: str
+) -> MetaTensor:
+    """Run the stored chain on one volume; returns a (C, *spatial_size) MetaTensor."""
+    array = spatial_array(volume, config, case_id)
+    image = MetaTensor(torch.as_tensor(array.astype(np.float32)), affine=volume.affine)
+    return transform(image)
+
+
+def invert_to_input(
+    heatmap: torch.Tensor, preprocessed: MetaTensor, transform: Compose, input_shape: tuple
+) -> np.ndarray:
+    """Map a (1, *spatial_size) map back through the spatial steps onto the input grid."""
+    mapped = MetaTensor(
+        heatmap.detach().float().cpu(),
+        meta=dict(preprocessed.meta),
+        applied_operations=[dict(op) for op in preprocessed.applied_operations],
+    )
+    inverted = transform.inverse(mapped)
+    array = np.asarray(inverted.detach().cpu().numpy()[0], dtype=np.float32)
+    return array.reshape(input_shape) if array.size == int(np.prod(input_shape)) else array

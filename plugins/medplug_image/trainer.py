@@ -1,0 +1,81 @@
+"""From labelled data to a self-describing model folder: load, train, calibrate, save."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medplug.evaluation import binary_metrics
+from medplug.model_folder import save_model_folder, sha256_file
+from medplug_image import PLUGIN_NAME, PLUGIN_VERSION
+from medplug_image.calibrate import fit_calibration
+from medplug_image.config import ImageModelConfig
+from medplug_image.datasets import LabelledImages, is_npz, read_manifest, read_npz, split_train_val
+from medplug_image.plugin import ImageClassifierPlugin
+from medplug_image.training import TrainResult, to_tensors, train_model
+
+
+def load_splits(
+    data: Path, config: ImageModelConfig, image_column: str | None = None
+) -> tuple[LabelledImages, LabelledImages]:
+    """Train and validation data from an .npz (its splits) or a manifest CSV."""
+    if is_npz(data):
+        return read_npz(data, "train", config), read_npz(data, "val", config)
+    labelled = read_manifest(data, config, image_column)
+    not_test = np.flatnonzero(np.asarray(labelled.splits) != "test")
+    return split_train_val(labelled.subset(not_test), config.val_fraction, config.seed)
+
+
+def data_fingerprint(data: Path, train: LabelledImages, val: LabelledImages) -> dict[str, Any]:
+    """Enough to tell later which data a model saw, without storing any of it."""
+    digest = hashlib.sha256()
+    for case_id in train.case_ids + val.case_ids:
+        digest.update(case_id.encode() + b"\0")
+    return {
+        "file": Path(data).name,
+        "file_sha256": sha256_file(Path(data)),
+        "case_ids_sha256": digest.hexdigest(),
+        "n_train": len(train),
+        "n_val": len(val),
+        "train_label_counts": np.bincount(train.labels).tolist(),
+        "val_label_counts": np.bincount(val.labels).tolist(),
+    }
+
+
+def fit_model_folder(
+    data: Path,
+    out: Path,
+    config: ImageModelConfig,
+    image_column: str | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> tuple[Path, TrainResult, dict[str, Any]]:
+    """Train on ``data``, calibrate on its validation split and write ``out``."""
+    train, val = load_splits(Path(data), config, image_column)
+    result = train_model(config, to_tensors(train, config), to_tensors(val, config), on_epoch)
+    assert result.val_logits is not None
+    calibration = fit_calibration(result.val_logits, val.labels)
+    metrics: dict[str, Any] = {"best_epoch": result.best_epoch, "train_seconds": result.seconds}
+    if config.num_classes == 2 and len(np.unique(val.labels)) == 2:
+        probs = calibration.probabilities(result.val_logits)[:, 1]
+        metrics["validation"] = binary_metrics(val.labels, probs, calibration.threshold, n_boot=200)
+    info = ImageClassifierPlugin.info_for(config, metrics)
+    stored = {
+        "plugin": PLUGIN_NAME,
+        "plugin_version": PLUGIN_VERSION,
+        "info": info.to_dict(),
+        "image_config": config.to_dict(),
+        "calibration": calibration.to_dict(),
+        "training": {
+            "data": data_fingerprint(Path(data), train, val),
+            "history": result.history,
+            "best_epoch": result.best_epoch,
+            "seconds": result.seconds,
+        },
+        "metrics": metrics,
+    }
+    folder = save_model_folder(out, result.model.state_dict(), stored)
+    return folder, result, metrics

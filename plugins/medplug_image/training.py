@@ -1,0 +1,157 @@
+"""Train a classifier: MONAI augmentation, AdamW, cosine schedule, early stopping on val AUC.
+
+Images are preprocessed once with the model's stored chain (deterministic),
+then augmented per batch (``augment.BatchAugment``), so the network sees
+at inference exactly the preprocessing it was trained on.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from monai.utils import set_determinism
+from sklearn.metrics import roc_auc_score
+from torch import nn
+
+from medplug.errors import DataError
+from medplug_image.augment import BatchAugment
+from medplug_image.config import ImageModelConfig
+from medplug_image.datasets import LabelledImages
+from medplug_image.networks import build_network
+from medplug_image.preprocessing import build_preprocess, preprocess_volume
+
+EpochCallback = Callable[[dict], None]
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_auc: float = float("nan")
+    val_logits: np.ndarray | None = None
+    seconds: float = 0.0
+
+
+def to_tensors(data: LabelledImages, config: ImageModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Preprocess every image once; (N, C, *spatial_size) float32 and (N,) labels."""
+    if len(data) == 0:
+        raise DataError(f"{data.source}: no images")
+    transform = build_preprocess(config)
+    images = [
+        preprocess_volume(volume, transform, config, case_id).as_tensor()
+        for volume, case_id in zip(data.volumes, data.case_ids, strict=True)
+    ]
+    return torch.stack(images), torch.as_tensor(data.labels, dtype=torch.long)
+
+
+def roc_auc(labels: np.ndarray, logits: np.ndarray) -> float:
+    """Binary AUC of the positive class, or macro one-vs-rest AUC for more classes."""
+    probs = torch.softmax(torch.as_tensor(logits, dtype=torch.float64), dim=1).numpy()
+    if len(np.unique(labels)) < 2:
+        return float("nan")
+    if probs.shape[1] == 2:
+        return float(roc_auc_score(labels, probs[:, 1]))
+    return float(roc_auc_score(labels, probs, multi_class="ovr", labels=range(probs.shape[1])))
+
+
+@torch.inference_mode()
+def predict_logits(
+    model: nn.Module, images: torch.Tensor, batch_size: int = 256, tta_flips: list[int] = ()
+) -> np.ndarray:
+    """Logits for preprocessed images, averaged over optional test-time flips."""
+    model.eval()
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size]
+        views = [batch] + [torch.flip(batch, dims=[2 + axis]) for axis in tta_flips]
+        outputs.append(torch.stack([model(view) for view in views]).mean(0))
+    return torch.cat(outputs).float().numpy()
+
+
+def train_model(
+    config: ImageModelConfig,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    on_epoch: EpochCallback | None = None,
+) -> TrainResult:
+    """Train from scratch; keeps the weights of the epoch with the best validation AUC."""
+    started = time.perf_counter()
+    torch.set_num_threads(config.num_threads)
+    set_determinism(seed=config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    train_x, train_y = train
+    val_x, val_y = val
+    _check_labels(train_y, val_y, config)
+    model = build_network(config)
+    augment = BatchAugment(config.augment, config.spatial_dims, config.seed)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    steps_per_epoch = math.ceil(len(train_x) / config.batch_size)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=config.learning_rate,
+        total_steps=max(1, config.epochs * steps_per_epoch),
+        pct_start=0.15,
+    )
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    result = TrainResult(model=model)
+    best_state, best_key, stale = None, (-math.inf, -math.inf), 0
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        order = torch.randperm(len(train_x), generator=generator)
+        total, seen = 0.0, 0
+        for start in range(0, len(order), config.batch_size):
+            index = order[start : start + config.batch_size]
+            if len(index) < 2:  # batch norm needs two samples
+                continue
+            loss = loss_fn(model(augment(train_x[index])), train_y[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total += float(loss.detach()) * len(index)
+            seen += len(index)
+        val_logits = predict_logits(model, val_x, tta_flips=config.tta_flips)
+        val_auc = roc_auc(val_y.numpy(), val_logits)
+        val_loss = float(nn.functional.cross_entropy(torch.as_tensor(val_logits), val_y))
+        record = {
+            "epoch": epoch,
+            "loss": total / max(seen, 1),
+            "val_auc": val_auc,
+            "val_loss": val_loss,
+        }
+        result.history.append(record)
+        if on_epoch:
+            on_epoch(record)
+        key = (val_auc if math.isfinite(val_auc) else -math.inf, -val_loss)
+        if best_state is None or key > best_key:  # best AUC; ties go to the lower val loss
+            best_key, stale = key, 0
+            best_state = copy.deepcopy(model.state_dict())
+            result.best_epoch, result.val_logits = epoch, val_logits
+        else:
+            stale += 1
+            if stale >= config.patience:
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+    result.best_val_auc = best_key[0]
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _check_labels(train_y: torch.Tensor, val_y: torch.Tensor, config: ImageModelConfig) -> None:
+    for name, labels in (("training", train_y), ("validation", val_y)):
+        if len(labels) == 0:
+            raise DataError(f"the {name} split is empty")
+        if int(labels.min()) < 0 or int(labels.max()) >= config.num_classes:
+            raise DataError(f"{name} labels fall outside the configured labels {config.labels}")
+    if len(torch.unique(train_y)) < 2:
+        raise DataError("the training split holds only one class; nothing to learn")
