@@ -24,7 +24,7 @@ from batch_support import (
     tool,
 )
 
-from medplug.batch.deidentify import PseudonymMap, deidentify
+from medplug.batch.deidentify import PseudonymMap, deidentify, scrub_token_attributions
 from medplug.batch.destinations import DicomwebDestination, DimseDestination, parse_destination
 from medplug.batch.heatmap_sc import build_heatmap_sc
 from medplug.batch.journal import Journal
@@ -123,6 +123,19 @@ def test_sr_and_heatmap_are_valid_dicom_in_the_source_study(
         raw = (tmp_path / f"{name}-deid.dcm").read_bytes()
         for secret in (headers[0].StudyInstanceUID, headers[0].PatientID, headers[0].StudyDate):
             assert str(secret).encode() not in raw
+
+
+def test_report_word_attributions_are_scrubbed_not_dropped() -> None:
+    words = ("seen by dr . john smith on 2021 - 03 - 04 , mrn 123 ##4567 . call ( 555 ) "
+             "123 - 4567 . mild cardio ##megaly , no nodule . xxxx").split()  # fmt: skip
+    attributions = [(word, float(i)) for i, word in enumerate(words)]
+    scrubbed = scrub_token_attributions(attributions)
+    assert [score for _, score in scrubbed] == [score for _, score in attributions]
+    kept = [token for token, _ in scrubbed]
+    for secret in ("john", "smith", "2021", "03", "04", "123", "##4567", "555"):
+        assert secret not in kept
+    for word in ("seen", "dr", "mild", "cardio", "##megaly", "nodule", "xxxx"):
+        assert word in kept  # clinical words and the title stay readable
 
 
 def _walk(ds: pydicom.Dataset):

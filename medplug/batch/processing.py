@@ -21,7 +21,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 import medplug
-from medplug.batch.deidentify import PseudonymMap, deidentify
+from medplug.batch.deidentify import PseudonymMap, deidentify, scrub_token_attributions
 from medplug.batch.destinations import Destination
 from medplug.batch.heatmap_sc import build_heatmap_sc
 from medplug.batch.identifiers import StudyLabeller
@@ -253,7 +253,10 @@ class StudyProcessor:
         explanation.pop("heatmap", None)
         explanation.pop("heatmap_affine", None)
         if self.settings.deidentify and explanation.get("token_attributions"):
-            explanation["token_attributions"] = None  # report words may identify the patient
+            # report words may identify the patient: PHI-like ones become XXXX
+            explanation["token_attributions"] = scrub_token_attributions(
+                explanation["token_attributions"]
+            )
         return {
             "plugin": prediction.plugin,
             "version": prediction.plugin_version,
