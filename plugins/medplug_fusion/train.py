@@ -1,0 +1,55 @@
+"""``medplug train fusion --manifest CSV --out MODEL_DIR [--config FILE]``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def train_command(
+    manifest: Path = typer.Option(
+        ...,
+        "--manifest",
+        exists=True,
+        dir_okay=False,
+        help="CSV: case_id, image, report, clinical columns, label (or duration and event).",
+    ),
+    out: Path = typer.Option(..., "--out", file_okay=False, help="Model folder to write."),
+    config: Path = typer.Option(
+        None,
+        "--config",
+        exists=True,
+        dir_okay=False,
+        help="JSON fusion config: task, image/text plugins, fields, ...",
+    ),
+    image_plugin: str = typer.Option(None, "--image-plugin", help="Override config: plugin name."),
+    image_model: Path = typer.Option(None, "--image-model", help="Its model folder."),
+    report_plugin: str = typer.Option(None, "--report-plugin", help="Override config: plugin."),
+    report_model: Path = typer.Option(None, "--report-model", help="Its model folder."),
+) -> None:
+    """Train a fusion model (classification or Cox survival) on image + report + clinical."""
+    from medplug.cli.output import console, medplug_errors_exit
+    from medplug_fusion.config import FusionConfig, SourceConfig
+    from medplug_fusion.fit import fit_fusion
+    from medplug_fusion.manifest import read_manifest
+
+    with medplug_errors_exit():
+        settings = FusionConfig.from_preset_or_file(config) if config else FusionConfig()
+        if image_plugin:
+            settings.image = SourceConfig(image_plugin, str(image_model) if image_model else None)
+        if report_plugin:
+            settings.report = SourceConfig(
+                report_plugin, str(report_model) if report_model else None
+            )
+        fields = list(settings.clinical_fields) or None
+        data = read_manifest(manifest, fields, settings.task)
+        if data.label_names and not settings.labels:
+            settings.labels = data.label_names
+        for case_id, reason in data.load_warnings.items():
+            console.print(f"[yellow]warning:[/] case {case_id!r}: {reason}; trained without it")
+        plugin = fit_fusion(data.cases, settings, data.labels, data.durations, data.events)
+        plugin.save_pretrained(out)
+    console.print(
+        f"fusion model ({settings.task}, modalities {plugin.model.modalities}) written to {out}"
+    )
