@@ -24,7 +24,13 @@ from batch_support import (
     tool,
 )
 
-from medplug.batch.deidentify import PseudonymMap, deidentify, scrub_token_attributions
+from medplug.batch.deidentify import (
+    REMOVED,
+    PseudonymMap,
+    deidentify,
+    deidentify_provenance,
+    scrub_token_attributions,
+)
 from medplug.batch.destinations import DicomwebDestination, DimseDestination, parse_destination
 from medplug.batch.heatmap_sc import build_heatmap_sc
 from medplug.batch.journal import Journal
@@ -136,6 +142,26 @@ def test_report_word_attributions_are_scrubbed_not_dropped() -> None:
         assert secret not in kept
     for word in ("seen", "dr", "mild", "cardio", "##megaly", "nodule", "xxxx"):
         assert word in kept  # clinical words and the title stay readable
+
+
+def test_plugin_provenance_is_pseudonymised_under_deidentify(tmp_path: Path) -> None:
+    pseudonyms = PseudonymMap(tmp_path / "map.sqlite")
+    study, series = "1.2.826.0.1.3680043.8.498.1", "1.2.826.0.1.3680043.8.498.2"
+    provenance = {  # what the image plugin records
+        "input_study_uid": study,
+        "input_series_uid": series,
+        "input_source": "/pacs/DOE_JOHN/ct",
+        "input_shape": [64, 64, 32],
+        "model_dir": "/models/image-classifier",
+        "note": "read on 2021-03-04",
+    }
+    cleaned = deidentify_provenance(provenance, pseudonyms)
+    assert cleaned["input_study_uid"] == pseudonyms.pseudonym("uid", study) != study
+    assert pseudonyms.original("uid", cleaned["input_series_uid"]) == series
+    assert cleaned["input_source"] == REMOVED and "DOE" not in json.dumps(cleaned)
+    assert cleaned["input_shape"] == [64, 64, 32]
+    assert cleaned["model_dir"] == "/models/image-classifier"
+    assert "2021" not in cleaned["note"]
 
 
 def _walk(ds: pydicom.Dataset):

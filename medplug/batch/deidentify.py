@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import sqlite3
 from collections.abc import Sequence as Sequence_
 from pathlib import Path
+from typing import Any
 
 from pydicom._uid_dict import UID_dictionary
 from pydicom.dataset import Dataset
@@ -258,3 +260,33 @@ def _changed_characters(before: str, after: str) -> list[bool]:
         elif tag == "insert" and i1 < len(before):
             changed[i1] = True
     return changed
+
+
+# --------------------------------------------------------------------------- plugin provenance
+
+_UID = re.compile(r"^[0-9]+(\.[0-9]+){2,}$")
+REMOVED = "removed (de-identified)"
+
+
+def deidentify_provenance(value: Any, pseudonyms: PseudonymMap, key: str = "") -> Any:
+    """A plugin's provenance fit to leave the hospital.
+
+    Plugins record what they read (input study and series UIDs, the input
+    folder, ...). DICOM UIDs get the same pseudonyms as the SR; paths to the
+    input are removed, because hospital folders are often named after
+    patients (model folders stay: they say which model ran); other text goes
+    through ``medplug.phi.scrub``.
+    """
+    from medplug.phi import scrub
+
+    if isinstance(value, dict):
+        return {k: deidentify_provenance(v, pseudonyms, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [deidentify_provenance(v, pseudonyms, key) for v in value]
+    if not isinstance(value, str):
+        return value
+    if _UID.match(value):
+        return pseudonyms.pseudonym("uid", value)
+    if ("/" in value or "\\" in value) and "model" not in key.lower():
+        return REMOVED
+    return scrub(value)

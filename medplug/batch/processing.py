@@ -21,7 +21,12 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 import medplug
-from medplug.batch.deidentify import PseudonymMap, deidentify, scrub_token_attributions
+from medplug.batch.deidentify import (
+    PseudonymMap,
+    deidentify,
+    deidentify_provenance,
+    scrub_token_attributions,
+)
 from medplug.batch.destinations import Destination
 from medplug.batch.heatmap_sc import build_heatmap_sc
 from medplug.batch.identifiers import StudyLabeller
@@ -30,6 +35,7 @@ from medplug.batch.loading import LoadedStudy, error_info
 from medplug.batch.outputs import OutputFolder
 from medplug.batch.sr import SrIdentity, build_sr
 from medplug.contract import Case, Plugin, Prediction
+from medplug.phi import scrub
 
 log = logging.getLogger("medplug.batch")
 
@@ -257,15 +263,20 @@ class StudyProcessor:
             explanation["token_attributions"] = scrub_token_attributions(
                 explanation["token_attributions"]
             )
+        provenance, warnings = data.get("provenance", {}), prediction.warnings
+        if self.settings.deidentify:
+            assert self.pseudonyms is not None
+            provenance = deidentify_provenance(provenance, self.pseudonyms)
+            warnings = [scrub(warning) for warning in warnings]
         return {
             "plugin": prediction.plugin,
             "version": prediction.plugin_version,
             "prediction": {
                 key: data.get(key) for key in ("label", "probabilities", "outputs", "explanation")
             },
-            "warnings": prediction.warnings,
+            "warnings": warnings,
             "elapsed_s": round(prediction.elapsed_s, 4),
-            "provenance": data.get("provenance", {}),
+            "provenance": provenance,
         }
 
 
