@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
@@ -28,7 +29,7 @@ from medplug.batch.deidentify import (
     scrub_token_attributions,
 )
 from medplug.batch.destinations import Destination
-from medplug.batch.heatmap_sc import build_heatmap_sc
+from medplug.batch.heatmap_sc import build_heatmap_sc, peak_slice
 from medplug.batch.identifiers import StudyLabeller
 from medplug.batch.journal import Journal, StudyEntry
 from medplug.batch.loading import LoadedStudy, error_info
@@ -60,6 +61,31 @@ class StudyOutcome:
     predictions: list[Prediction] = field(default_factory=list)
     errors: list[dict[str, str]] = field(default_factory=list)
     predict_s: float = 0.0
+    series_uid: str | None = None
+    heatmap_slices: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def release_pixels(self, keep_heatmaps: bool) -> None:
+        """Keep what the writer needs (each heatmap's peak slice), drop the volumes.
+
+        A decoded CT is hundreds of MB and so is a heatmap over it; the batches
+        waiting for the writer must not hold them, or memory grows with the queue.
+        """
+        case = self.loaded.case
+        if case is not None and case.image is not None:
+            self.series_uid = case.image.series_uid
+            for prediction in self.predictions:
+                explanation = prediction.explanation
+                if explanation is None or explanation.heatmap is None:
+                    continue
+                if keep_heatmaps:
+                    try:
+                        slices = peak_slice(case.image.array, explanation.heatmap)
+                        self.heatmap_slices[prediction.plugin] = slices
+                    except ValueError as exc:  # this heatmap cannot be shown; the SR still can
+                        error = error_info("output", exc) | {"plugin": prediction.plugin}
+                        self.errors.append(error)
+                explanation.heatmap = None
+        self.loaded.case = None
 
 
 def run_plugins(plugins: Sequence[Plugin], outcomes: list[StudyOutcome]) -> None:
@@ -127,6 +153,8 @@ class StudyProcessor:
             if outcome.loaded.error:
                 outcome.errors.append(outcome.loaded.error)
         run_plugins(self.plugins, outcomes)
+        for outcome in outcomes:
+            outcome.release_pixels(keep_heatmaps=self.settings.write_heatmaps)
         return outcomes
 
     def finish(self, outcomes: Sequence[StudyOutcome]) -> list[dict[str, Any]]:
@@ -178,18 +206,10 @@ class StudyProcessor:
             identity = SrIdentity(entry.sr_series_uid, entry.sr_sop_uid)
             sr = build_sr(outcome.predictions, evidence.datasets(), identity)
             objects.append(("sr", sr, self.output.sr_path(study)))
-        case = outcome.loaded.case
-        if self.settings.write_heatmaps and case is not None and case.image is not None:
-            for prediction in outcome.predictions:
-                heatmap = prediction.explanation.heatmap if prediction.explanation else None
-                if heatmap is None:
-                    continue
-                sop_uid = generate_uid(entropy_srcs=[entry.sc_sop_uid, prediction.plugin])
-                sc = build_heatmap_sc(
-                    case.image.array, heatmap, evidence.reference, entry.sc_series_uid, sop_uid
-                )
-                path = self.output.sc_path(study, prediction.plugin)
-                objects.append((f"heatmap:{prediction.plugin}", sc, path))
+        for plugin, (image, heatmap) in outcome.heatmap_slices.items():
+            sop_uid = generate_uid(entropy_srcs=[entry.sc_sop_uid, plugin])
+            sc = build_heatmap_sc(image, heatmap, evidence.reference, entry.sc_series_uid, sop_uid)
+            objects.append((f"heatmap:{plugin}", sc, self.output.sc_path(study, plugin)))
         to_push = []
         for name, dataset, path in objects:
             local = dataset
@@ -217,7 +237,7 @@ class StudyProcessor:
             else "error"
         )
         study_uid, accession = outcome.entry.key, outcome.entry.locator.get("accession")
-        series_uid = outcome.loaded.case.image.series_uid if _has_image(outcome) else None
+        series_uid = outcome.series_uid
         if self.settings.deidentify:
             assert self.pseudonyms is not None
             study_uid = self.pseudonyms.pseudonym("uid", study_uid)
@@ -278,7 +298,3 @@ class StudyProcessor:
             "elapsed_s": round(prediction.elapsed_s, 4),
             "provenance": provenance,
         }
-
-
-def _has_image(outcome: StudyOutcome) -> bool:
-    return outcome.loaded.case is not None and outcome.loaded.case.image is not None
