@@ -40,6 +40,10 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "batch.md"
+# The small test plugin instead of the built-in ones (``BENCH_BATCH_PLUGINS=test``): shows
+# medplug's own overhead (discovery, decoding, SR writing, journal) with no model time.
+TEST_PLUGIN_ONLY = os.environ.get("BENCH_BATCH_PLUGINS") == "test"
+TEST_PLUGIN_RESULTS = ROOT / "benchmarks" / "results" / "batch-test-plugin.md"
 WORK = ROOT / "benchmarks" / "work"
 # Studies in the side-by-side speed comparison (200 per the issue; fewer when the shared
 # machine is too loaded to run the naive loop over 200 in reasonable time).
@@ -64,7 +68,7 @@ def choose_plugins(work: Path) -> PluginSetup:
     from medplug.registry import discover
 
     installed = {entry.name for entry in discover() if entry.ok}
-    real = [name for name in REAL_PLUGINS if name in installed]
+    real = [name for name in REAL_PLUGINS if name in installed and not TEST_PLUGIN_ONLY]
     if "image-classifier" in real:
         models = demo_models(real)
         return PluginSetup(real, [models / name for name in real], dict(os.environ),
@@ -75,7 +79,11 @@ def choose_plugins(work: Path) -> PluginSetup:
     site = install_intensity_plugin(work / "plugin")
     sys.path.insert(0, str(site))
     model = intensity_model(work / "model", centre=-800.0, scale=20.0)
-    note = "mean-intensity test plugin (the built-in plugins were not installed when this ran)"
+    note = (
+        "mean-intensity test plugin (no model time: medplug's own overhead)"
+        if TEST_PLUGIN_ONLY
+        else "mean-intensity test plugin (the built-in plugins were not installed when this ran)"
+    )
     return PluginSetup(["mean-intensity"], [model], env_with(site), note)
 
 
@@ -284,8 +292,9 @@ captures; the naive loop wrote {n_naive} JSON files.
 |---:|---:|---:|
 {rss_rows}
 """
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(table)
+    results = TEST_PLUGIN_RESULTS if TEST_PLUGIN_ONLY else RESULTS
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(table)
     print(table)
 
 
