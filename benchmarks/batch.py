@@ -1,82 +1,163 @@
 """Benchmark: ``medplug batch`` vs a naive per-study loop, and peak memory vs batch size.
 
-200 generated studies end to end. The naive loop is what a first script looks
-like: for each study, MONAI ``LoadImage`` on the folder, ``plugin.predict`` on
-one case, ``json.dump`` to a file. ``medplug batch`` does discovery, decoding
-in worker processes, ``predict_batch``, the JSONL/CSV, a DICOM SR and a
-Grad-CAM SC per study, and its journal. Both use the same plugin and model.
-Peak RSS (parent + workers) is sampled for runs of 50 and 200 studies.
+200 generated studies end to end, both pipelines run as their own processes
+one after the other in the same run, so start-up, imports and plugin loading
+count on both sides. The naive loop is what a first script looks like: for
+each study, MONAI ``LoadImage`` on the folder, the report and clinical fields
+from the manifest, ``plugin.predict`` on one case per plugin, ``json.dump``.
+``medplug batch`` does header-only discovery, decoding in worker processes,
+``predict_batch``, the JSONL/CSV, a DICOM SR and Grad-CAM SCs per study, and
+its journal. Both use the same plugins and model folders. Peak RSS (process
+plus children) is sampled for runs of 50 and 200 studies.
 
-Plugin: ``image-classifier`` if installed with a model in ``$MEDPLUG_MODELS``;
-otherwise the small test plugin from ``tests/batch_support.py`` (and the
-results table says so).
+Plugins: the built-in ``image-classifier``, ``report-classifier`` and
+``fusion`` (whose image and report embeddings go through the other two) when
+they are installed; demo models are taken from ``$MEDPLUG_MODELS`` or trained
+once into ``benchmarks/work/models`` the way ``make demo-models`` does. If
+they are not installed, the small test plugin from ``tests/batch_support.py``
+stands in and the results table says so.
+
+    python benchmarks/batch.py                # the benchmark (make bench-batch)
+    python benchmarks/batch.py naive ...      # one naive run (called by the benchmark)
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
+import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "batch.md"
+# The small test plugin instead of the built-in ones (``BENCH_BATCH_PLUGINS=test``): shows
+# medplug's own overhead (discovery, decoding, SR writing, journal) with no model time.
+TEST_PLUGIN_ONLY = os.environ.get("BENCH_BATCH_PLUGINS") == "test"
+TEST_PLUGIN_RESULTS = ROOT / "benchmarks" / "results" / "batch-test-plugin.md"
+WORK = ROOT / "benchmarks" / "work"
+# Studies in the side-by-side speed comparison (200 per the issue; fewer when the shared
+# machine is too loaded to run the naive loop over 200 in reasonable time).
 N_STUDIES = int(os.environ.get("BENCH_BATCH_STUDIES", "200"))
+RSS_SIZES = (50, 200)  # `medplug batch` runs whose peak RSS must stay flat
 WORKERS = 2
+BATCH_SIZE = 16
+REAL_PLUGINS = ("image-classifier", "report-classifier", "fusion")
 
 
-def choose_plugin(work: Path) -> tuple[str, Path, dict[str, str], str]:
-    """(plugin name, model folder, env for subprocesses, note for the table)."""
-    from medplug.registry import default_model_dir, discover
+@dataclass
+class PluginSetup:
+    """Which plugins both pipelines run, with which model folders, in which environment."""
 
-    names = {entry.name for entry in discover() if entry.ok}
-    model = default_model_dir("image-classifier")
-    if "image-classifier" in names and model.is_dir():
-        return "image-classifier", model, dict(os.environ), "image-classifier (demo model)"
+    names: list[str]
+    models: list[Path]
+    env: dict[str, str]
+    note: str
+
+
+def choose_plugins(work: Path) -> PluginSetup:
+    from medplug.registry import discover
+
+    installed = {entry.name for entry in discover() if entry.ok}
+    real = [name for name in REAL_PLUGINS if name in installed and not TEST_PLUGIN_ONLY]
+    if "image-classifier" in real:
+        models = demo_models(real)
+        return PluginSetup(real, [models / name for name in real], dict(os.environ),
+                           ", ".join(f"`{name}`" for name in real) + " (demo models)")  # fmt: skip
     sys.path.insert(0, str(ROOT / "tests"))
     from batch_support import env_with, install_intensity_plugin, intensity_model
 
     site = install_intensity_plugin(work / "plugin")
     sys.path.insert(0, str(site))
     model = intensity_model(work / "model", centre=-800.0, scale=20.0)
-    note = "mean-intensity test plugin (image-classifier not available when this ran)"
-    return "mean-intensity", model, env_with(site), note
+    note = (
+        "mean-intensity test plugin (no model time: medplug's own overhead)"
+        if TEST_PLUGIN_ONLY
+        else "mean-intensity test plugin (the built-in plugins were not installed when this ran)"
+    )
+    return PluginSetup(["mean-intensity"], [model], env_with(site), note)
 
 
-def naive_loop(cohort: Path, plugin_name: str, model: Path, out: Path, n: int) -> float:
-    """Per study: MONAI LoadImage on the folder, predict one case, write JSON."""
+def demo_models(names: list[str]) -> Path:
+    """A folder with a demo model per plugin: ``$MEDPLUG_MODELS`` if complete, else trained."""
+    given = os.environ.get("MEDPLUG_MODELS")
+    if given and all((Path(given) / name / "medplug.json").is_file() for name in names):
+        return Path(given)
+    models = WORK / "models"
+    if not all((models / name / "medplug.json").is_file() for name in names):
+        from medplug.sampledata import generate_cohort
+
+        cohort = WORK / "train_cohort"
+        if not (cohort / "manifest.csv").is_file():
+            generate_cohort(cohort, n_cases=24, seed=0)
+        print("training demo models (once) ...", flush=True)
+        subprocess.run([sys.executable, "-m", "medplug.demo", "train", "--cohort", str(cohort),
+                        "--models", str(models)], check=True)  # fmt: skip
+    return models
+
+
+# --------------------------------------------------------------------------- the naive loop
+
+
+def naive_loop(cohort: Path, names: list[str], models: list[Path], out: Path, n: int) -> None:
+    """Per study: MONAI LoadImage on the folder, each plugin's predict on one case, JSON."""
     from monai.transforms import LoadImage
 
+    from medplug.batch.manifest import Manifest
     from medplug.contract import Case, ImageVolume
     from medplug.ingest import MedplugDicomReader
     from medplug.registry import load_plugin
 
-    plugin = load_plugin(plugin_name, model)
+    plugins = [load_plugin(name, model) for name, model in zip(names, models, strict=True)]
+    manifest = Manifest.read(cohort / "manifest.csv")
+    rows = _manifest_rows(cohort)[:n]
     loader = LoadImage(reader=MedplugDicomReader(), image_only=True)
     out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    for index in range(1, n + 1):
-        case_id = f"case{index:04d}"
-        image = loader(str(cohort / "cases" / case_id / "dicom"))
+    for row in rows:
+        image = loader(str(cohort / row["dicom_dir"]))
         volume = ImageVolume(array=image.numpy(), affine=image.affine.numpy(), modality="CT")
-        prediction = plugin.predict(Case(case_id, images=[volume]))
-        (out / f"{case_id}.json").write_text(json.dumps(prediction.to_json()))
-    return time.perf_counter() - started
+        found = manifest.lookup(row["study_uid"], row["accession"])
+        case = Case(row["case_id"], images=[volume], report=found.report, clinical=found.clinical)
+        results = [plugin.predict(case).to_json() for plugin in plugins]
+        for result in results:
+            result.pop("embedding", None)
+            (result.get("explanation") or {}).pop("heatmap", None)
+        (out / f"{row['case_id']}.json").write_text(json.dumps(results, default=str))
 
 
-def medplug_batch(
-    source: Path, plugin: str, model: Path, out: Path, env: dict
-) -> tuple[float, float]:
-    """Wall time and peak RSS (MiB, parent + worker processes) of one ``medplug batch`` run."""
-    command = [sys.executable, "-m", "medplug.cli.main", "batch", str(source), "--plugin", plugin,
-               "--model", str(model), "--out", str(out), "--workers", str(WORKERS),
-               "--no-progress"]  # fmt: skip
+def _manifest_rows(cohort: Path) -> list[dict[str, str]]:
+    import csv
+
+    with (cohort / "manifest.csv").open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+@dataclass
+class Measured:
+    wall_s: float
+    cpu_s: float  # user + system of the process and all its descendants
+    peak_rss_mib: float
+
+
+def measure(command: list[str], env: dict[str, str]) -> Measured:
+    """Wall time, CPU time and peak RSS (process plus children) of one command.
+
+    CPU time hardly depends on what else the machine runs, wall time does: on
+    a shared box the CPU ratio says whether a wall-time ratio is load noise.
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
     handle = psutil.Process(process.pid)
@@ -88,73 +169,150 @@ def medplug_batch(
         except psutil.Error:
             pass
         time.sleep(0.1)
+    wall = time.perf_counter() - started
     if process.returncode != 0:
-        raise RuntimeError(f"medplug batch failed with exit code {process.returncode}")
-    return time.perf_counter() - started, peak / 2**20
+        raise RuntimeError(f"{command[2:4]} failed with exit code {process.returncode}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Measured(wall, cpu, peak / 2**20)
+
+
+def naive_command(setup: PluginSetup, cohort: Path, out: Path, n: int) -> list[str]:
+    return [sys.executable, __file__, "naive", "--cohort", str(cohort), "--out", str(out),
+            "--n", str(n), "--plugins", *setup.names, "--models",
+            *map(str, setup.models)]  # fmt: skip
+
+
+def batch_command(setup: PluginSetup, source: Path, manifest: Path, out: Path) -> list[str]:
+    command = [sys.executable, "-m", "medplug.cli.main", "batch", str(source), "--out", str(out),
+               "--manifest", str(manifest), "--workers", str(WORKERS),
+               "--batch-size", str(BATCH_SIZE), "--no-progress"]  # fmt: skip
+    for name, model in zip(setup.names, setup.models, strict=True):
+        command += ["--plugin", name, "--model", str(model)]
+    return command
 
 
 def subset(cohort: Path, n: int, target: Path) -> Path:
     """A source folder with the first ``n`` studies' DICOM files (copied: scans skip symlinks)."""
-    import shutil
-
-    for index in range(1, n + 1):
-        case_id = f"case{index:04d}"
-        shutil.copytree(cohort / "cases" / case_id / "dicom", target / case_id)
+    for row in _manifest_rows(cohort)[:n]:
+        shutil.copytree(cohort / row["dicom_dir"], target / row["case_id"])
     return target
 
 
-BATCH_STEPS = "header scan, parallel decode, `predict_batch`, JSONL+CSV, SR + Grad-CAM SC, journal"
+def cohort_for_benchmark() -> Path:
+    from medplug.sampledata import generate_cohort
+
+    size = max(N_STUDIES, *RSS_SIZES)
+    cohort = WORK / f"cohort{size}"
+    if not (cohort / "manifest.csv").is_file():
+        print(f"generating {size} studies ...", flush=True)
+        shutil.rmtree(cohort, ignore_errors=True)
+        generate_cohort(cohort, n_cases=size, seed=0)
+    return cohort
 
 
-def row(name: str, steps: str, seconds: float, rate: float, speedup: float) -> str:
-    return f"| {name} | {steps} | {seconds:.1f} | {rate:.1f} | {speedup:.2f}x |"
+HEADER = (
+    "| pipeline | what it does per study | wall time (s) | studies/min | speed-up "
+    "| CPU time (s) | CPU ratio | peak RSS (MiB) |\n|---|---|---:|---:|---:|---:|---:|---:|"
+)
+
+
+def row(name: str, steps: str, run: Measured, n: int, base: Measured, n_base: int) -> str:
+    """One table row; ratios are against ``base`` (the naive loop), per study."""
+    rate, base_rate = n / run.wall_s * 60, n_base / base.wall_s * 60
+    cpu_ratio = (base.cpu_s / n_base) / (run.cpu_s / n)
+    return (
+        f"| {name} | {steps} | {run.wall_s:.1f} | {rate:.1f} | **{rate / base_rate:.2f}x** "
+        f"| {run.cpu_s:.0f} | {cpu_ratio:.2f}x | {run.peak_rss_mib:.0f} |"
+    )
+
+
+BATCH_STEPS = (
+    "header scan, decode in 2 worker processes, `predict_batch` "
+    f"({BATCH_SIZE} studies), JSONL+CSV, SR + Grad-CAM SC per plugin, SQLite journal"
+)
+NAIVE_STEPS = "MONAI `LoadImage` + `predict` one case per plugin + JSON"
 
 
 def main() -> None:
-    from medplug.sampledata import generate_cohort
-
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
         work = Path(tmp)
-        plugin, model, env, note = choose_plugin(work)
-        print(f"generating {N_STUDIES} studies ...", flush=True)
-        cohort = generate_cohort(work / "cohort", n_cases=N_STUDIES, seed=0)
-        source_all = subset(cohort, N_STUDIES, work / "source_all")
-        source_50 = subset(cohort, min(50, N_STUDIES), work / "source_50")
+        setup = choose_plugins(work)
+        cohort = cohort_for_benchmark()
+        manifest = cohort / "manifest.csv"
+        load_start = os.getloadavg()[0]
 
-        print("naive loop ...", flush=True)
-        naive_s = naive_loop(cohort, plugin, model, work / "naive", N_STUDIES)
+        print(f"plugins: {', '.join(setup.names)}; naive loop ...", flush=True)
+        naive = measure(naive_command(setup, cohort, work / "naive", N_STUDIES), setup.env)
         print("medplug batch ...", flush=True)
-        batch_s, rss_all = medplug_batch(source_all, plugin, model, work / "out_all", env)
-        _, rss_50 = medplug_batch(source_50, plugin, model, work / "out_50", env)
-        records = (work / "out_all" / "results.jsonl").read_text().splitlines()
-        n_sr = len(list((work / "out_all" / "sr").glob("*.dcm")))
+        runs: dict[int, Measured] = {}
+        for n in (N_STUDIES, *(n for n in RSS_SIZES if n != N_STUDIES)):
+            source = subset(cohort, n, work / f"source{n}")
+            runs[n] = measure(batch_command(setup, source, manifest, work / f"out{n}"), setup.env)
+            shutil.rmtree(source)
+        batch = runs[N_STUDIES]
+        records = [
+            json.loads(line)
+            for line in (work / f"out{N_STUDIES}" / "results.jsonl").read_text().splitlines()
+        ]
+        n_sr = len(list((work / f"out{N_STUDIES}" / "sr").glob("*.dcm")))
+        n_sc = len(list((work / f"out{N_STUDIES}" / "sc").glob("*.dcm")))
+        n_naive = len(list((work / "naive").glob("*.json")))
+        load_end = os.getloadavg()[0]
 
-    naive_rate, batch_rate = N_STUDIES / naive_s * 60, N_STUDIES / batch_s * 60
+    ok = sum(r["status"] == "ok" for r in records)
+    rss_rows = "\n".join(
+        f"| {n} | {runs[n].wall_s:.1f} | {runs[n].peak_rss_mib:.0f} |" for n in sorted(runs)
+    )
     table = f"""# Batch benchmark
 
-Machine: {platform.machine()}, {psutil.cpu_count()} CPU cores visible (shared with other
-jobs while this ran), {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, Python
-{platform.python_version()}. `medplug batch` with `--workers {WORKERS}`; both sides measured
-in the same run, same plugin and model: **{note}**.
-{N_STUDIES} generated CT studies (64x64x32, some compressed), end to end.
+Machine: {platform.machine()}, {psutil.cpu_count()} CPU cores, \
+{psutil.virtual_memory().total / 2**30:.0f} GiB RAM, Python {platform.python_version()}; \
+shared with other jobs while this ran (load average {load_start:.1f} at the start, \
+{load_end:.1f} at the end), so only the ratio is meaningful: both pipelines ran one after \
+the other in the same run.
 
-| pipeline | what it does per study | wall time (s) | studies/min | speed-up |
-|---|---|---:|---:|---:|
-{row("naive loop", "MONAI `LoadImage` + `predict` one case + JSON", naive_s, naive_rate, 1.0)}
-{row("`medplug batch`", BATCH_STEPS, batch_s, batch_rate, batch_rate / naive_rate)}
+Plugins (same model folders on both sides): **{setup.note}**.
+{N_STUDIES} generated CT studies (64x64x32 slices, some compressed) in the speed comparison, with
+the manifest's report and clinical fields. Wall time is the whole process, start-up,
+imports and plugin loading included, on both sides.
 
-`medplug batch` wrote {len(records)} JSON lines and {n_sr} SR files; its wall time
-includes process start-up and plugin loading, the naive loop's does not.
+{HEADER}
+{row("naive loop", NAIVE_STEPS, naive, n_naive, naive, n_naive)}
+{row("`medplug batch`", BATCH_STEPS, batch, len(records), naive, n_naive)}
 
-| studies in the batch | peak RSS, parent + workers (MiB) |
-|---:|---:|
-| {min(50, N_STUDIES)} | {rss_50:.0f} |
-| {N_STUDIES} | {rss_all:.0f} |
+Speed-up is the studies/min ratio; CPU time is user + system of the whole process tree
+(less sensitive to the machine's load than wall time); CPU ratio = naive's CPU seconds
+per study / this pipeline's.
+
+`medplug batch` wrote {len(records)} JSON lines ({ok} ok), {n_sr} SRs and {n_sc} secondary
+captures; the naive loop wrote {n_naive} JSON files.
+
+| studies in the `medplug batch` run | wall time (s) | peak RSS, process + workers (MiB) |
+|---:|---:|---:|
+{rss_rows}
 """
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(table)
+    results = TEST_PLUGIN_RESULTS if TEST_PLUGIN_ONLY else RESULTS
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(table)
     print(table)
 
 
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command")
+    naive = sub.add_parser("naive", help="run the naive loop once")
+    naive.add_argument("--cohort", type=Path, required=True)
+    naive.add_argument("--out", type=Path, required=True)
+    naive.add_argument("--n", type=int, required=True)
+    naive.add_argument("--plugins", nargs="+", required=True)
+    naive.add_argument("--models", nargs="+", type=Path, required=True)
+    args = parser.parse_args()
+    if args.command == "naive":
+        naive_loop(args.cohort, args.plugins, args.models, args.out, args.n)
+    else:
+        main()
+
+
 if __name__ == "__main__":
-    main()
+    cli()

@@ -24,7 +24,13 @@ from batch_support import (
     tool,
 )
 
-from medplug.batch.deidentify import PseudonymMap, deidentify
+from medplug.batch.deidentify import (
+    REMOVED,
+    PseudonymMap,
+    deidentify,
+    deidentify_provenance,
+    scrub_token_attributions,
+)
 from medplug.batch.destinations import DicomwebDestination, DimseDestination, parse_destination
 from medplug.batch.heatmap_sc import build_heatmap_sc
 from medplug.batch.journal import Journal
@@ -125,6 +131,39 @@ def test_sr_and_heatmap_are_valid_dicom_in_the_source_study(
             assert str(secret).encode() not in raw
 
 
+def test_report_word_attributions_are_scrubbed_not_dropped() -> None:
+    words = ("seen by dr . john smith on 2021 - 03 - 04 , mrn 123 ##4567 . call ( 555 ) "
+             "123 - 4567 . mild cardio ##megaly , no nodule . xxxx").split()  # fmt: skip
+    attributions = [(word, float(i)) for i, word in enumerate(words)]
+    scrubbed = scrub_token_attributions(attributions)
+    assert [score for _, score in scrubbed] == [score for _, score in attributions]
+    kept = [token for token, _ in scrubbed]
+    for secret in ("john", "smith", "2021", "03", "04", "123", "##4567", "555"):
+        assert secret not in kept
+    for word in ("seen", "dr", "mild", "cardio", "##megaly", "nodule", "xxxx"):
+        assert word in kept  # clinical words and the title stay readable
+
+
+def test_plugin_provenance_is_pseudonymised_under_deidentify(tmp_path: Path) -> None:
+    pseudonyms = PseudonymMap(tmp_path / "map.sqlite")
+    study, series = "1.2.826.0.1.3680043.8.498.1", "1.2.826.0.1.3680043.8.498.2"
+    provenance = {  # what the image plugin records
+        "input_study_uid": study,
+        "input_series_uid": series,
+        "input_source": "/pacs/DOE_JOHN/ct",
+        "input_shape": [64, 64, 32],
+        "model_dir": "/models/image-classifier",
+        "note": "read on 2021-03-04",
+    }
+    cleaned = deidentify_provenance(provenance, pseudonyms)
+    assert cleaned["input_study_uid"] == pseudonyms.pseudonym("uid", study) != study
+    assert pseudonyms.original("uid", cleaned["input_series_uid"]) == series
+    assert cleaned["input_source"] == REMOVED and "DOE" not in json.dumps(cleaned)
+    assert cleaned["input_shape"] == [64, 64, 32]
+    assert cleaned["model_dir"] == "/models/image-classifier"
+    assert "2021" not in cleaned["note"]
+
+
 def _walk(ds: pydicom.Dataset):
     for item in ds.get("ContentSequence", []):
         yield item
@@ -206,6 +245,14 @@ def test_folder_batch_writes_one_record_per_study_and_isolates_bad_ones(
     assert {row["study_uid"] for row in rows} <= set(by_uid)
 
     good = [by_uid[row["study_uid"]] for row in (rows[0], rows[2], rows[3])]
+    # The SR cites every instance of the series, from the headers the decoder scanned.
+    headers = case_headers(sample_cohort, rows[0]["case_id"])
+    sr = pydicom.dcmread(out / good[0]["provenance"]["files"]["sr"])
+    assert sr.PatientID == headers[0].PatientID and sr.StudyDate == headers[0].StudyDate
+    (cited_series,) = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence
+    assert cited_series.SeriesInstanceUID == headers[0].SeriesInstanceUID
+    cited = {item.ReferencedSOPInstanceUID for item in cited_series.ReferencedSOPSequence}
+    assert cited == {h.SOPInstanceUID for h in headers}
     for record in good:
         assert record["status"] == "ok"
         (res,) = record["results"]

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import sqlite3
+from collections.abc import Sequence as Sequence_
 from pathlib import Path
+from typing import Any
 
 from pydicom._uid_dict import UID_dictionary
 from pydicom.dataset import Dataset
@@ -187,3 +190,103 @@ def _remap_uid(value: str | list[str], pseudonyms: PseudonymMap) -> str | list[s
         return [_remap_uid(str(v), pseudonyms) for v in value]  # type: ignore[misc]
     value = str(value)
     return value if value in UID_dictionary else pseudonyms.pseudonym("uid", value)
+
+
+# --------------------------------------------------------------------------- report words
+
+# How the tokens of dates, IDs, phone numbers and e-mails are written: no space
+# before closing punctuation, none after joining punctuation (a second reading
+# also runs "." and ":" tight, for e-mail addresses, 03.04.2021 and 10:30).
+_NO_SPACE_BEFORE = set("-/.:,#@)")
+_NO_SPACE_AFTER = set("-/#@(")
+_NO_SPACE_AFTER_TIGHT = _NO_SPACE_AFTER | set(".:")
+
+
+def scrub_token_attributions(
+    attributions: Sequence_[tuple[str, float]],
+) -> list[tuple[str, float]]:
+    """Report-word attributions with every token that is part of PHI replaced by ``XXXX``.
+
+    The tokens are joined back into text (word pieces merged, punctuation kept
+    tight, so a date split into ``2021`` ``-`` ``03`` ``-`` ``04`` reads as one)
+    and ``medplug.phi.scrub`` runs on a few readings of it (also title-cased,
+    because uncased models lower-case the names it looks for after a title).
+    A token is replaced when any of its characters was scrubbed in any reading,
+    or when it is PHI on its own. The scores stay, so the explanation still
+    says which words mattered.
+    """
+    from medplug.phi import PLACEHOLDER, scrub
+
+    tokens = [token for token, _ in attributions]
+    hit = [scrub(token) != token for token in tokens]
+    for no_space_after in (_NO_SPACE_AFTER, _NO_SPACE_AFTER_TIGHT):
+        text, spans = _detokenize(tokens, no_space_after)
+        for reading in (text, text.title()):  # title() keeps ASCII offsets
+            changed = _changed_characters(reading, scrub(reading))
+            hit = [h or any(changed[a:b]) for h, (a, b) in zip(hit, spans, strict=True)]
+    return [
+        (PLACEHOLDER if phi else token, score)
+        for (token, score), phi in zip(attributions, hit, strict=True)
+    ]
+
+
+def _detokenize(tokens: list[str], no_space_after: set[str]) -> tuple[str, list[tuple[int, int]]]:
+    """Text from tokens, with each token's character span in it."""
+    text, spans = "", []
+    for token in tokens:
+        piece = token[2:] if token.startswith("##") else token
+        tight = (
+            not text
+            or token.startswith("##")
+            or piece in _NO_SPACE_BEFORE
+            or text[-1] in no_space_after
+        )
+        if not tight:
+            text += " "
+        spans.append((len(text), len(text) + len(piece)))
+        text += piece
+    return text, spans
+
+
+def _changed_characters(before: str, after: str) -> list[bool]:
+    """Which characters of ``before`` a substitution replaced on the way to ``after``."""
+    import difflib
+
+    changed = [False] * len(before)
+    matcher = difflib.SequenceMatcher(None, before, after, autojunk=False)
+    for tag, i1, i2, _, _ in matcher.get_opcodes():
+        if tag in ("replace", "delete"):
+            changed[i1:i2] = [True] * (i2 - i1)
+        elif tag == "insert" and i1 < len(before):
+            changed[i1] = True
+    return changed
+
+
+# --------------------------------------------------------------------------- plugin provenance
+
+_UID = re.compile(r"^[0-9]+(\.[0-9]+){2,}$")
+REMOVED = "removed (de-identified)"
+
+
+def deidentify_provenance(value: Any, pseudonyms: PseudonymMap, key: str = "") -> Any:
+    """A plugin's provenance fit to leave the hospital.
+
+    Plugins record what they read (input study and series UIDs, the input
+    folder, ...). DICOM UIDs get the same pseudonyms as the SR; paths to the
+    input are removed, because hospital folders are often named after
+    patients (model folders stay: they say which model ran); other text goes
+    through ``medplug.phi.scrub``.
+    """
+    from medplug.phi import scrub
+
+    if isinstance(value, dict):
+        return {k: deidentify_provenance(v, pseudonyms, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [deidentify_provenance(v, pseudonyms, key) for v in value]
+    if not isinstance(value, str):
+        return value
+    if _UID.match(value):
+        return pseudonyms.pseudonym("uid", value)
+    if ("/" in value or "\\" in value) and "model" not in key.lower():
+        return REMOVED
+    return scrub(value)

@@ -16,15 +16,18 @@ from medplug.batch.sr import MANUFACTURER
 SC_SERIES_NUMBER = 9902
 
 
-def _to_2d(image: np.ndarray, heatmap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The axial slice (last axis) where the heatmap peaks; 2D inputs pass through."""
+def peak_slice(image: np.ndarray, heatmap: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The axial slice (last axis) where the heatmap peaks; 2D inputs pass through.
+
+    Copies, so the (possibly huge) volumes can be freed once the slice is taken.
+    """
     image = np.squeeze(np.asarray(image, dtype=np.float32))
     heatmap = np.squeeze(np.asarray(heatmap, dtype=np.float32))
     if heatmap.shape != image.shape:
         raise ValueError(f"heatmap shape {heatmap.shape} differs from image shape {image.shape}")
     if heatmap.ndim == 3:
         peak = int(np.argmax(heatmap.reshape(-1, heatmap.shape[-1]).sum(axis=0)))
-        return image[..., peak], heatmap[..., peak]
+        return image[..., peak].copy(), heatmap[..., peak].copy()
     if heatmap.ndim != 2:
         raise ValueError(f"cannot render a {heatmap.ndim}D heatmap")
     return image, heatmap
@@ -43,7 +46,7 @@ def overlay_rgb(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4) -> n
     Arrays are (i, j) = (column, row) as in the contract; DICOM pixels are
     (row, column), hence the transpose.
     """
-    image2d, heat2d = _to_2d(image, heatmap)
+    image2d, heat2d = peak_slice(image, heatmap)
     grey = _normalise(image2d)[..., None].repeat(3, axis=-1)
     heat = colormaps["jet"](_normalise(heat2d))[..., :3]
     blended = (1 - alpha) * grey + alpha * heat

@@ -185,7 +185,7 @@ class StudyListener:
         self.journal.mark_running(study_uid)
         loaded = load_study(job)
         if not found.report and loaded.case is not None and loaded.evidence:
-            accession = str(loaded.evidence[0].get("AccessionNumber", "") or "")
+            accession = str(loaded.evidence.reference.get("AccessionNumber", "") or "")
             found = self.options.manifest.lookup(study_uid, accession)
             loaded.case.report, loaded.case.clinical = found.report, found.clinical
         self.processor.process([loaded])

@@ -16,8 +16,9 @@ from typing import Any
 import pydicom
 from pydicom.dataset import Dataset
 
-from medplug.contract import Case, ClinicalValue
+from medplug.contract import Case, ClinicalValue, ImageVolume
 from medplug.errors import DicomError, MedplugError
+from medplug.ingest.scan import ScanResult
 
 
 @dataclass
@@ -34,12 +35,45 @@ class LoadJob:
 
 
 @dataclass
+class StudyEvidence:
+    """What an SR and a secondary capture must cite about the images a plugin read.
+
+    One full header (patient, study and image attributes; no pixels) and the
+    UIDs of every instance of the series. Taken from the headers the decoder
+    already scanned, so no file is parsed twice; small to send between processes.
+    """
+
+    reference: Dataset
+    study_uid: str
+    series_uid: str
+    instances: list[tuple[str, str]]  # (SOP Class UID, SOP Instance UID)
+
+    def __len__(self) -> int:
+        return len(self.instances)
+
+    def datasets(self) -> list[Dataset]:
+        """The reference header first, then a minimal dataset per other instance."""
+        cited = [self.reference]
+        reference_uid = str(self.reference.get("SOPInstanceUID", ""))
+        for sop_class, sop_instance in self.instances:
+            if sop_instance == reference_uid:
+                continue
+            item = Dataset()
+            item.SOPClassUID = sop_class
+            item.SOPInstanceUID = sop_instance
+            item.StudyInstanceUID = self.study_uid
+            item.SeriesInstanceUID = self.series_uid
+            cited.append(item)
+        return cited
+
+
+@dataclass
 class LoadedStudy:
-    """A decoded study (or why it could not be), plus the headers an SR must cite."""
+    """A decoded study (or why it could not be), plus what an SR must cite."""
 
     key: str
     case: Case | None = None
-    evidence: list[Dataset] = field(default_factory=list)
+    evidence: StudyEvidence | None = None
     error: dict[str, str] | None = None
     load_s: float = 0.0
 
@@ -69,8 +103,7 @@ def load_study(job: LoadJob) -> LoadedStudy:
             files = sorted(str(p) for p in Path(job.locator["path"]).rglob("*") if p.is_file())
         if not files:
             raise DicomError(None, "empty-study", "the study has no instances")
-        loaded.case = decode_case(files, job)
-        loaded.evidence = evidence_headers(files, loaded.case)
+        loaded.case, loaded.evidence = decode_case(files, job)
     except Exception as exc:  # one bad study must never stop the batch
         loaded.case = None
         loaded.error = error_info("load", exc)
@@ -99,13 +132,20 @@ def fetch_dicomweb(job: LoadJob) -> Path:
     return target
 
 
-def decode_case(files: list[str], job: LoadJob) -> Case:
-    """Decode the study's image series into a ``Case`` with the manifest's report/fields."""
-    from medplug.ingest import load_case
+def decode_case(files: list[str], job: LoadJob) -> tuple[Case, StudyEvidence]:
+    """Decode the study's image series into a ``Case`` with the manifest's report/fields.
+
+    The folder is scanned once; the same headers pick the series, give its
+    geometry and become the SR evidence.
+    """
+    from medplug.ingest import load_case, load_image, scan_folder
 
     folder = _single_folder(files, job)
-    return load_case(folder, case_id=job.case_id, report=job.report, clinical=job.clinical,
-                     rules=job.rules)  # fmt: skip
+    scan = scan_folder(folder, workers=1)
+    image = load_image(folder, job.rules, scan=scan)
+    case = load_case(None, case_id=job.case_id, report=job.report, clinical=job.clinical)
+    case.images.append(image)
+    return case, study_evidence(scan, image)
 
 
 def _single_folder(files: list[str], job: LoadJob) -> Path:
@@ -125,18 +165,16 @@ def _single_folder(files: list[str], job: LoadJob) -> Path:
     return target
 
 
-def evidence_headers(files: list[str], case: Case) -> list[Dataset]:
-    """Headers (no pixels) of the instances the selected image came from."""
-    image = case.image
-    wanted = set(image.sop_uids) if image is not None else set()
-    headers = []
-    for path in files:
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except Exception:
-            continue
-        if not wanted or str(ds.get("SOPInstanceUID", "")) in wanted:
-            headers.append(ds)
-    if image is not None and image.series_uid:
-        headers = [ds for ds in headers if ds.get("SeriesInstanceUID") == image.series_uid]
-    return headers
+def study_evidence(scan: ScanResult, image: ImageVolume) -> StudyEvidence:
+    """The selected series' instances (from the scan) and one full header to cite."""
+    series = scan.find_series(image.series_uid) if image.series_uid else scan.series[0]
+    wanted = set(image.sop_uids)
+    headers = [h for h in series.instances if not wanted or h.sop_instance_uid in wanted]
+    middle = headers[len(headers) // 2]  # the SR's source image: a slice from the volume
+    reference = pydicom.dcmread(middle.path, stop_before_pixels=True)
+    return StudyEvidence(
+        reference=reference,
+        study_uid=str(reference.StudyInstanceUID),
+        series_uid=series.series_uid,
+        instances=[(h.sop_class_uid, h.sop_instance_uid) for h in headers],
+    )

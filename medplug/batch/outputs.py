@@ -55,9 +55,10 @@ class OutputFolder:
             os.fsync(handle.fileno())
         os.replace(partial, self.results)
 
-    def append_result(self, record: dict[str, Any]) -> None:
+    def append_results(self, records: Iterable[dict[str, Any]]) -> None:
+        """Add finished studies' lines (not synced: the journal is the truth, see above)."""
         with self.results.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, sort_keys=True) + "\n")
+            handle.writelines(json.dumps(record, sort_keys=True) + "\n" for record in records)
 
     def write_summary(self, records: Iterable[dict[str, Any]]) -> None:
         """One CSV row per study and plugin (errors get one row with the reason)."""

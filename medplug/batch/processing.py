@@ -17,19 +17,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 import medplug
-from medplug.batch.deidentify import PseudonymMap, deidentify
+from medplug.batch.deidentify import (
+    PseudonymMap,
+    deidentify,
+    deidentify_provenance,
+    scrub_token_attributions,
+)
 from medplug.batch.destinations import Destination
-from medplug.batch.heatmap_sc import build_heatmap_sc
+from medplug.batch.heatmap_sc import build_heatmap_sc, peak_slice
 from medplug.batch.identifiers import StudyLabeller
 from medplug.batch.journal import Journal, StudyEntry
 from medplug.batch.loading import LoadedStudy, error_info
 from medplug.batch.outputs import OutputFolder
 from medplug.batch.sr import SrIdentity, build_sr
 from medplug.contract import Case, Plugin, Prediction
+from medplug.phi import scrub
 
 log = logging.getLogger("medplug.batch")
 
@@ -54,6 +61,31 @@ class StudyOutcome:
     predictions: list[Prediction] = field(default_factory=list)
     errors: list[dict[str, str]] = field(default_factory=list)
     predict_s: float = 0.0
+    series_uid: str | None = None
+    heatmap_slices: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def release_pixels(self, keep_heatmaps: bool) -> None:
+        """Keep what the writer needs (each heatmap's peak slice), drop the volumes.
+
+        A decoded CT is hundreds of MB and so is a heatmap over it; the batches
+        waiting for the writer must not hold them, or memory grows with the queue.
+        """
+        case = self.loaded.case
+        if case is not None and case.image is not None:
+            self.series_uid = case.image.series_uid
+            for prediction in self.predictions:
+                explanation = prediction.explanation
+                if explanation is None or explanation.heatmap is None:
+                    continue
+                if keep_heatmaps:
+                    try:
+                        slices = peak_slice(case.image.array, explanation.heatmap)
+                        self.heatmap_slices[prediction.plugin] = slices
+                    except ValueError as exc:  # this heatmap cannot be shown; the SR still can
+                        error = error_info("output", exc) | {"plugin": prediction.plugin}
+                        self.errors.append(error)
+                explanation.heatmap = None
+        self.loaded.case = None
 
 
 def run_plugins(plugins: Sequence[Plugin], outcomes: list[StudyOutcome]) -> None:
@@ -112,14 +144,33 @@ class StudyProcessor:
 
     def process(self, loaded: Sequence[LoadedStudy]) -> list[dict[str, Any]]:
         """Predict, write and record every study in ``loaded``; returns their records."""
+        return self.finish(self.predict(loaded))
+
+    def predict(self, loaded: Sequence[LoadedStudy]) -> list[StudyOutcome]:
+        """Every plugin over the decoded studies (one ``predict_batch`` call each)."""
         outcomes = [StudyOutcome(item, self.journal.get(item.key)) for item in loaded]
         for outcome in outcomes:
             if outcome.loaded.error:
                 outcome.errors.append(outcome.loaded.error)
         run_plugins(self.plugins, outcomes)
-        return [self._finish(outcome) for outcome in outcomes]
+        for outcome in outcomes:
+            outcome.release_pixels(keep_heatmaps=self.settings.write_heatmaps)
+        return outcomes
 
-    def _finish(self, outcome: StudyOutcome) -> dict[str, Any]:
+    def finish(self, outcomes: Sequence[StudyOutcome]) -> list[dict[str, Any]]:
+        """SR, heatmaps and push per study, then all records in one journal commit.
+
+        The files are written before the commit: a study killed in between is
+        redone with the same SR UIDs, so it still appears exactly once.
+        """
+        records = [self._outputs(outcome) for outcome in outcomes]
+        self.journal.finish_many((o.entry.key, r) for o, r in zip(outcomes, records, strict=True))
+        self.output.append_results(records)
+        for outcome, record in zip(outcomes, records, strict=True):
+            self._log(outcome, record)
+        return records
+
+    def _outputs(self, outcome: StudyOutcome) -> dict[str, Any]:
         started = time.perf_counter()
         study = self.labeller.hash(outcome.entry.key)
         files: dict[str, str] = {}
@@ -132,9 +183,9 @@ class StudyProcessor:
                     pushed = self.destination.description
             except Exception as exc:  # a failed write/push is this study's error only
                 outcome.errors.append(error_info("output", exc))
-        record = self._record(outcome, study, files, pushed, time.perf_counter() - started)
-        self.journal.finish(outcome.entry.key, record)
-        self.output.append_result(record)
+        return self._record(outcome, study, files, pushed, time.perf_counter() - started)
+
+    def _log(self, outcome: StudyOutcome, record: dict[str, Any]) -> None:
         for error in outcome.errors:
             log.warning(
                 "%s: %s failed (%s)",
@@ -143,30 +194,22 @@ class StudyProcessor:
                 error["reason"],
             )
         log.info("%s: %s", self.labeller.for_log(outcome.entry.key), record["status"])
-        return record
 
     def _dicom_objects(
         self, outcome: StudyOutcome, study: str, files: dict[str, str]
     ) -> list[Dataset]:
         """SR (and heatmap SCs), written to the output folder; returns what to push."""
         entry, evidence = outcome.entry, outcome.loaded.evidence
+        assert evidence is not None
         objects: list[tuple[str, Dataset, Path]] = []
         if self.settings.write_sr:
             identity = SrIdentity(entry.sr_series_uid, entry.sr_sop_uid)
-            sr = build_sr(outcome.predictions, evidence, identity)
+            sr = build_sr(outcome.predictions, evidence.datasets(), identity)
             objects.append(("sr", sr, self.output.sr_path(study)))
-        case = outcome.loaded.case
-        if self.settings.write_heatmaps and case is not None and case.image is not None:
-            for prediction in outcome.predictions:
-                heatmap = prediction.explanation.heatmap if prediction.explanation else None
-                if heatmap is None:
-                    continue
-                sop_uid = generate_uid(entropy_srcs=[entry.sc_sop_uid, prediction.plugin])
-                sc = build_heatmap_sc(
-                    case.image.array, heatmap, evidence[0], entry.sc_series_uid, sop_uid
-                )
-                path = self.output.sc_path(study, prediction.plugin)
-                objects.append((f"heatmap:{prediction.plugin}", sc, path))
+        for plugin, (image, heatmap) in outcome.heatmap_slices.items():
+            sop_uid = generate_uid(entropy_srcs=[entry.sc_sop_uid, plugin])
+            sc = build_heatmap_sc(image, heatmap, evidence.reference, entry.sc_series_uid, sop_uid)
+            objects.append((f"heatmap:{plugin}", sc, self.output.sc_path(study, plugin)))
         to_push = []
         for name, dataset, path in objects:
             local = dataset
@@ -194,7 +237,7 @@ class StudyProcessor:
             else "error"
         )
         study_uid, accession = outcome.entry.key, outcome.entry.locator.get("accession")
-        series_uid = outcome.loaded.case.image.series_uid if _has_image(outcome) else None
+        series_uid = outcome.series_uid
         if self.settings.deidentify:
             assert self.pseudonyms is not None
             study_uid = self.pseudonyms.pseudonym("uid", study_uid)
@@ -220,7 +263,7 @@ class StudyProcessor:
                 else "unknown",
                 "source": self.settings.source_kind,
                 "series_uid": series_uid,
-                "instances": len(outcome.loaded.evidence),
+                "instances": len(outcome.loaded.evidence or ()),
                 "files": files,
                 "pushed_to": pushed,
                 "attempt": outcome.entry.attempts,
@@ -236,18 +279,22 @@ class StudyProcessor:
         explanation.pop("heatmap", None)
         explanation.pop("heatmap_affine", None)
         if self.settings.deidentify and explanation.get("token_attributions"):
-            explanation["token_attributions"] = None  # report words may identify the patient
+            # report words may identify the patient: PHI-like ones become XXXX
+            explanation["token_attributions"] = scrub_token_attributions(
+                explanation["token_attributions"]
+            )
+        provenance, warnings = data.get("provenance", {}), prediction.warnings
+        if self.settings.deidentify:
+            assert self.pseudonyms is not None
+            provenance = deidentify_provenance(provenance, self.pseudonyms)
+            warnings = [scrub(warning) for warning in warnings]
         return {
             "plugin": prediction.plugin,
             "version": prediction.plugin_version,
             "prediction": {
                 key: data.get(key) for key in ("label", "probabilities", "outputs", "explanation")
             },
-            "warnings": prediction.warnings,
+            "warnings": warnings,
             "elapsed_s": round(prediction.elapsed_s, 4),
-            "provenance": data.get("provenance", {}),
+            "provenance": provenance,
         }
-
-
-def _has_image(outcome: StudyOutcome) -> bool:
-    return outcome.loaded.case is not None and outcome.loaded.case.image is not None

@@ -1,15 +1,20 @@
-"""``medplug batch``: discovered studies -> decoded in worker processes -> batched inference.
+"""``medplug batch``: studies decoded in worker processes -> batched inference -> writer thread.
 
-Memory stays flat because at most ``2 * workers + batch_size`` studies are
-decoded and waiting at any time, whatever the size of the batch. The journal
-is opened first and consulted for every study, so the same command rerun
-after a crash continues where it stopped.
+Three stages overlap: worker processes decode the next studies, the main
+thread runs the plugins' ``predict_batch`` on the current batch, and a writer
+thread builds, writes and pushes the previous batch's SRs and commits them to
+the journal. Every stage is bounded (decoding ``max(2 * workers, batch_size)``
+studies ahead, two batches waiting for the writer), so memory stays flat
+whatever the number of studies. The journal is opened first and consulted for
+every study, so the same command rerun after a crash continues where it stopped.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing
+import multiprocessing.context
 import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -38,6 +43,7 @@ from medplug.batch.manifest import Manifest
 from medplug.batch.outputs import OutputFolder
 from medplug.batch.processing import ProcessorSettings, StudyProcessor
 from medplug.batch.studies import Discovery
+from medplug.batch.writer import OutputWriter
 from medplug.contract import Plugin
 
 log = logging.getLogger("medplug.batch")
@@ -102,8 +108,10 @@ def run_batch(
             {"plugins": plugin_settings(plugins), "deidentify": options.deidentify}
         )
         labeller = StudyLabeller(journal.secret(), options.show_identifiers)
-        for task in discovery.studies:
-            journal.add(task.study_uid, task.locator | {"accession": task.accession})
+        journal.add_many(
+            (task.study_uid, task.locator | {"accession": task.accession})
+            for task in discovery.studies
+        )
         requeued = journal.requeue_interrupted(options.retry_errors)
         if requeued:
             log.info("resuming: %d interrupted studies requeued", requeued)
@@ -145,9 +153,9 @@ def run_batch(
                 )  # fmt: skip
                 for entry in pending
             )
-            for ready in decoded_batches(jobs, journal, options.workers, options.batch_size):
-                processor.process(ready)
-                progress.advance(bar, len(ready))
+            with OutputWriter(processor, lambda n: progress.advance(bar, n)) as writer:
+                for ready in decoded_batches(jobs, journal, options.workers, options.batch_size):
+                    writer.submit(processor.predict(ready))
         output.rewrite_results(journal.records())
         output.write_summary(journal.records())
         return journal.counts()
@@ -162,8 +170,10 @@ def decoded_batches(
 ) -> Iterator[list[LoadedStudy]]:
     """Decode studies in ``workers`` processes, yielding batches of up to ``batch_size``.
 
-    Bounded: never more than ``2 * workers`` studies in flight plus one batch
-    waiting, so memory does not grow with the number of studies.
+    Bounded: never more than ``max(2 * workers, batch_size)`` studies in
+    flight plus one batch waiting, so memory does not grow with the number of
+    studies; enough in flight that the workers keep decoding while a batch is
+    predicted.
     """
     if workers <= 0:  # in-process, for debugging and tiny runs
         ready: list[LoadedStudy] = []
@@ -176,19 +186,16 @@ def decoded_batches(
         if ready:
             yield ready
         return
-    context = multiprocessing.get_context("spawn")
-    limit = 2 * workers
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    limit = max(2 * workers, batch_size)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_worker_context()) as pool:
         in_flight: dict[Future[LoadedStudy], LoadJob] = {}
         ready = []
         exhausted = False
         while in_flight or not exhausted:
-            while not exhausted and len(in_flight) < limit:
-                job = next(jobs, None)
-                if job is None:
-                    exhausted = True
-                    break
-                journal.mark_running(job.key)
+            starting = list(itertools.islice(jobs, limit - len(in_flight)))
+            exhausted = exhausted or len(starting) < limit - len(in_flight)
+            journal.mark_running_many(job.key for job in starting)  # one commit for all
+            for job in starting:
                 in_flight[pool.submit(load_study, job)] = job
             if not in_flight:
                 break
@@ -200,6 +207,20 @@ def decoded_batches(
                 ready = []
         if ready:
             yield ready
+
+
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """Fork decoders from a small server process that has imported only the decoding code.
+
+    Neither torch nor the plugins end up in the workers (``fork`` from this
+    process would copy them, and is unsafe with its threads); ``spawn`` is the
+    fallback where there is no fork server.
+    """
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["medplug.batch.loading"])
+        return context
+    return multiprocessing.get_context("spawn")
 
 
 def _result_or_error(future: Future[LoadedStudy], job: LoadJob) -> LoadedStudy:

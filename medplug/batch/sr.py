@@ -104,15 +104,17 @@ def build_sr(
     """An SR in the source study holding every plugin's result.
 
     ``evidence`` are the header datasets (pixels not needed) of the instances
-    the plugins read; the first one supplies patient and study attributes, so
-    the SR lands in the same study in the PACS.
+    the plugins read. The first one must be a full header: it supplies patient
+    and study attributes, so the SR lands in the same study in the PACS, and it
+    is the measurements' source image. The others need only their study,
+    series, SOP class and SOP instance UIDs (see ``StudyEvidence.datasets``).
     """
     if not evidence:
         raise ValueError("an SR needs at least one source instance as evidence")
     if not predictions:
         raise ValueError("an SR needs at least one prediction")
     identity = identity or SrIdentity.new()
-    source_image = evidence[len(evidence) // 2]
+    source_image = evidence[0]
     device = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(

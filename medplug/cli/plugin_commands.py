@@ -9,7 +9,6 @@ import typer
 from rich.table import Table
 
 from medplug.cli.output import console, medplug_errors_exit
-from medplug.model_folder import read_config
 from medplug.registry import discover, load_plugin
 
 
@@ -60,6 +59,10 @@ def evaluate(
     out: Path = typer.Option(None, "--out", help="Folder for metrics.json and plots."),
 ) -> None:
     """Evaluate a model folder on labelled data: AUC with 95% CI, accuracy, calibration, plots."""
+    # model_folder imports torch: only here, so every other command (and every
+    # worker process that re-imports the CLI) starts without it.
+    from medplug.model_folder import read_config
+
     with medplug_errors_exit():
         plugin_name = read_config(model)["plugin"]
         plugin = load_plugin(plugin_name, model)

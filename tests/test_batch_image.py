@@ -1,0 +1,82 @@
+"""``medplug batch`` end to end with the real image plugin and a demo model trained here.
+
+The demo model is trained in the test session on the generated cohort through
+``medplug train image`` (few epochs: the point is the pipeline, not accuracy).
+The batch must give every study the same prediction as the plugin's own
+one-case ``predict`` on the same DICOM folder, and a valid SR and Grad-CAM SC.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from batch_support import dciodvfy_errors, tool
+
+from medplug.ingest import load_case
+from medplug.registry import discover, load_plugin
+
+PLUGIN = "image-classifier"
+pytestmark = pytest.mark.skipif(
+    not any(entry.name == PLUGIN and entry.ok for entry in discover()),
+    reason="the image-classifier plugin is not installed",
+)
+
+
+@pytest.fixture(scope="module")
+def image_model(sample_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("models") / PLUGIN
+    command = [sys.executable, "-m", "medplug.cli.main", "train", "image",
+               "--data", str(sample_cohort / "manifest.csv"), "--out", str(out),
+               "--config", "demo", "--epochs", "2"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return out
+
+
+def test_batch_with_the_image_plugin_matches_its_own_predict(
+    sample_cohort: Path, image_model: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "medplug.cli.main", "batch", str(sample_cohort / "cases"),
+               "--plugin", PLUGIN, "--model", str(image_model), "--out", str(out),
+               "--manifest", str(sample_cohort / "manifest.csv"), "--workers", "1",
+               "--batch-size", "5", "--no-progress"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+    with (sample_cohort / "manifest.csv").open(newline="") as handle:
+        rows = {row["study_uid"]: row for row in csv.DictReader(handle)}
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["study_uid"] for r in records) == sorted(rows)
+    plugin = load_plugin(PLUGIN, image_model)
+    for number, record in enumerate(records):
+        assert record["status"] == "ok", record["errors"]
+        (res,) = record["results"]
+        assert res["plugin"] == PLUGIN and res["version"] == plugin.info.version
+        batched = res["prediction"]["probabilities"]
+        assert set(batched) == set(plugin.info.labels)
+        if number < 4:  # predict_batch in the batch == the plugin's predict on the folder
+            case = load_case(sample_cohort / rows[record["study_uid"]]["dicom_dir"])
+            alone = plugin.predict(case).probabilities
+            np.testing.assert_allclose(
+                [batched[k] for k in sorted(alone)], [alone[k] for k in sorted(alone)], atol=1e-4
+            )
+        files = record["provenance"]["files"]
+        assert set(files) == {"sr", f"heatmap:{PLUGIN}"}
+        sr = pydicom.dcmread(out / files["sr"])
+        assert sr.StudyInstanceUID == record["study_uid"]
+        assert PLUGIN in str(sr) and plugin.info.version in str(sr)
+        sc = pydicom.dcmread(out / files[f"heatmap:{PLUGIN}"])
+        assert sc.StudyInstanceUID == record["study_uid"] and sc.pixel_array.shape[-1] == 3
+
+    if tool("dciodvfy"):
+        for record in records[:3]:
+            for path in record["provenance"]["files"].values():
+                assert dciodvfy_errors(out / path) == [], path
