@@ -16,12 +16,11 @@ def train_command(
         help="CSV: case_id, image, report, clinical columns, label (or duration and event).",
     ),
     out: Path = typer.Option(..., "--out", file_okay=False, help="Model folder to write."),
-    config: Path = typer.Option(
+    config: str = typer.Option(
         None,
         "--config",
-        exists=True,
-        dir_okay=False,
-        help="JSON fusion config: task, image/text plugins, fields, ...",
+        help="Preset (demo, classification, survival) or JSON file: task, image/report "
+        "plugins, clinical fields, network size.",
     ),
     image_plugin: str = typer.Option(None, "--image-plugin", help="Override config: plugin name."),
     image_model: Path = typer.Option(None, "--image-model", help="Its model folder."),
