@@ -46,6 +46,7 @@ def demo_models(cohort: Path, models: Path) -> list[DemoModel]:
     manifest = str(cohort / "manifest.csv")
     image = ("image", "--data", manifest, "--config", "demo")
     report = ("text", "--data", manifest, "--text-col", "report_text", "--preset", "demo")
+    report += ("--label-names", "no_lesion,lesion")
     fusion = ("fusion", "--manifest", manifest, "--config", "demo")
     fusion += ("--image-model", str(models / "image-classifier"))
     fusion += ("--report-model", str(models / "report-classifier"))
