@@ -4,12 +4,11 @@ installed as its own distribution, its model folder, and small DICOM/NIfTI studi
 from __future__ import annotations
 
 import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from plugin_distribution import install_plugin_distribution
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
@@ -73,40 +72,14 @@ class BrightSpotPlugin(Plugin):
 
 def install_bright_spot(root: Path) -> Path:
     """pip-install the plugin as distribution ``acme-bright-spot`` into ``root/site``."""
-    project = root / "project"
-    (project / "acme_bright_spot").mkdir(parents=True)
-    (project / "acme_bright_spot" / "__init__.py").write_text(BRIGHT_SPOT_PLUGIN)
-    (project / "pyproject.toml").write_text(
-        textwrap.dedent("""
-        [build-system]
-        requires = ["setuptools>=61"]
-        build-backend = "setuptools.build_meta"
-        [project]
-        name = "acme-bright-spot"
-        version = "1.2"
-        [project.entry-points."medplug.plugins"]
-        bright-spot = "acme_bright_spot:BrightSpotPlugin"
-        [tool.setuptools]
-        packages = ["acme_bright_spot"]
-        """)
+    return install_plugin_distribution(
+        root,
+        "acme-bright-spot",
+        "acme_bright_spot",
+        BRIGHT_SPOT_PLUGIN,
+        {"bright-spot": "acme_bright_spot:BrightSpotPlugin"},
+        version="1.2",
     )
-    site = root / "site"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(site),
-            str(project),
-        ],
-        check=True,
-    )
-    return site
 
 
 def write_bright_spot_model(models: Path) -> Path:
