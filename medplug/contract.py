@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from medplug.errors import InputError, MissingInputError, PluginError
+from medplug.errors import InputError, MedplugError, MissingInputError, PluginError
 
 ClinicalValue = float | int | str | None
 
@@ -202,6 +202,11 @@ class Prediction:
     provenance: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)  # e.g. survival risk
     elapsed_s: float = 0.0
+    error: dict[str, str] | None = None  # set when this case could not be predicted
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict; arrays become ``{"dtype", "shape", "base64"}``."""
@@ -291,8 +296,31 @@ class Plugin(ABC):
         return prediction
 
     def predict_batch(self, cases: Sequence[Case]) -> list[Prediction]:
-        """Predict many cases; plugins that can batch on the model override this."""
-        return [self.predict(case) for case in cases]
+        """Predict many cases, one ``Prediction`` per case in order.
+
+        A case the plugin cannot use comes back with ``error`` set (``failed``)
+        instead of raising, so one bad case never sinks the others. Plugins
+        that can batch on the model override this and keep that rule.
+        """
+        predictions = []
+        for case in cases:
+            try:
+                predictions.append(self.predict(case))
+            except MedplugError as exc:
+                predictions.append(self.failed_prediction(case, exc))
+        return predictions
+
+    def failed_prediction(self, case: Case, error: MedplugError) -> Prediction:
+        """The placeholder ``predict_batch`` returns for a case that raised ``error``."""
+        info = getattr(self, "info", None) or self.describe()
+        return Prediction(
+            plugin=info.name,
+            plugin_version=info.version,
+            case_id=case.case_id,
+            label=None,
+            warnings=[str(error)],
+            error={"type": type(error).__name__, "message": str(error)},
+        )
 
     def embed(self, case: Case) -> np.ndarray:
         """A fixed-length vector for fusion; plugins that can, override this."""

@@ -132,3 +132,16 @@ def test_plugin_info_maps_to_monai_bundle_metadata() -> None:
     }
     assert PluginInfo.from_dict(info.to_dict()) == info
     assert info.required_inputs == ["image"] and info.optional_inputs == ["report"]
+
+
+def test_predict_batch_isolates_a_bad_case() -> None:
+    plugin = MeanIntensityPlugin()
+    cases = [
+        Case("fine", images=[ImageVolume(np.ones((4, 4)))]),
+        Case("no-image", report="text only"),
+    ]
+    good, bad = plugin.predict_batch(cases)
+    assert good.label == "bright" and not good.failed
+    assert bad.failed and bad.label is None and bad.case_id == "no-image"
+    assert bad.error is not None and bad.error["type"] == "MissingInputError"
+    assert Prediction.from_json(bad.to_json()).error == bad.error

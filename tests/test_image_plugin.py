@@ -14,17 +14,17 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from medplug_image.calibrate import fit_calibration
-from medplug_image.config import ImageModelConfig, resolve_config
-from medplug_image.datasets import read_manifest
-from medplug_image.plugin import ImageClassifierPlugin
-from medplug_image.trainer import fit_model_folder
 
 from medplug.contract import Case, ImageVolume
 from medplug.errors import DataError, InputError, ModelFileError
 from medplug.evaluation import expected_calibration_error
 from medplug.ingest import load_image
 from medplug.registry import load_plugin
+from medplug_image.calibrate import fit_calibration
+from medplug_image.config import ImageModelConfig, resolve_config
+from medplug_image.datasets import read_manifest
+from medplug_image.plugin import ImageClassifierPlugin
+from medplug_image.trainer import fit_model_folder
 
 SIZE = 16
 
@@ -275,7 +275,8 @@ def test_bad_inputs_stop_with_a_message_naming_the_case(model_2d, demo_model: Pa
         [Case("ok", images=[good]), Case("nan", images=[ImageVolume(array=nans)])]
     )
     assert results[0].label in ("clear", "spot")
-    assert results[1].label is None and "NaN" in results[1].outputs["error"]["message"]
+    assert results[1].label is None and results[1].failed
+    assert "NaN" in results[1].error["message"]
 
 
 def test_manifest_label_not_in_config_names_the_case(sample_cohort: Path, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
 
 from medplug.errors import DicomError, SeriesGeometryError
-from medplug.ingest import load_image, load_series, scan_folder
+from medplug.ingest import load_image, scan_folder
 from medplug.ingest.errors import UnsupportedTransferSyntaxError
 
 RNG = np.random.default_rng(7)
@@ -121,7 +121,9 @@ def test_mixed_orientation_and_size(tmp_path: Path) -> None:
     series_uid = pydicom.uid.generate_uid()
     study_uid = pydicom.uid.generate_uid()
     common = {"series_uid": series_uid, "study_uid": study_uid}
-    write_ct_series(tmp_path / "a", _volume((8, 8, 4)), file_names=[f"a{k}" for k in range(4)], **common)
+    write_ct_series(
+        tmp_path / "a", _volume((8, 8, 4)), file_names=[f"a{k}" for k in range(4)], **common
+    )
     write_ct_series(
         tmp_path / "a",
         _volume((8, 8, 2)),
@@ -133,9 +135,15 @@ def test_mixed_orientation_and_size(tmp_path: Path) -> None:
     with pytest.raises(SeriesGeometryError) as info:
         load_image(tmp_path / "a")
     assert info.value.category == "mixed_orientation"
-    write_ct_series(tmp_path / "b", _volume((8, 8, 4)), file_names=[f"a{k}" for k in range(4)], **common)
     write_ct_series(
-        tmp_path / "b", _volume((6, 8, 2)), origin=(-100, -120, 70), file_names=["b0", "b1"], **common
+        tmp_path / "b", _volume((8, 8, 4)), file_names=[f"a{k}" for k in range(4)], **common
+    )
+    write_ct_series(
+        tmp_path / "b",
+        _volume((6, 8, 2)),
+        origin=(-100, -120, 70),
+        file_names=["b0", "b1"],
+        **common,
     )
     with pytest.raises(SeriesGeometryError) as info:
         load_image(tmp_path / "b")
@@ -179,9 +187,14 @@ def test_enhanced_ct_uses_per_frame_positions() -> None:
     volume = load_image(path)
     frames = ds.PerFrameFunctionalGroupsSequence
     positions = np.array([f.PlanePositionSequence[0].ImagePositionPatient for f in frames], float)
-    normal = np.cross(*np.asarray(
-        ds.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient, float
-    ).reshape(2, 3))
+    normal = np.cross(
+        *np.asarray(
+            ds.SharedFunctionalGroupsSequence[0]
+            .PlaneOrientationSequence[0]
+            .ImageOrientationPatient,
+            float,
+        ).reshape(2, 3)
+    )
     order = np.argsort(positions @ normal)
     first = positions[order[0]]
     np.testing.assert_allclose(volume.affine[:3, 3], [-first[0], -first[1], first[2]])

@@ -1,9 +1,209 @@
-"""CLI commands for this area; filled in by its issue."""
+"""``medplug batch`` and ``medplug listen``: run plugins next to a PACS."""
 
 from __future__ import annotations
 
+import json
+import logging
+from pathlib import Path
+
 import typer
+
+from medplug.cli.output import console, medplug_errors_exit
+from medplug.errors import DataError, MedplugError
+
+
+def _load_plugins(names: list[str], model_dirs: list[Path] | None):
+    from medplug.registry import load_plugin
+
+    model_dirs = list(model_dirs or [])
+    if model_dirs and len(model_dirs) != len(names):
+        raise MedplugError(
+            f"give one --model per --plugin ({len(names)} plugins, {len(model_dirs)} models), "
+            "or none to use $MEDPLUG_MODELS/<plugin>"
+        )
+    return [
+        load_plugin(name, model_dirs[i] if model_dirs else None) for i, name in enumerate(names)
+    ]
+
+
+def _read_rules(path: Path | None) -> dict | None:
+    if path is None:
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"rules file {path}: not readable JSON ({exc})") from exc
+
+
+def _parse_filters(filters: list[str] | None) -> dict[str, str]:
+    parsed = {}
+    for item in filters or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise MedplugError(
+                f"study filter {item!r} is not KEY=VALUE (e.g. ModalitiesInStudy=CT)"
+            )
+        parsed[key] = value
+    return parsed
+
+
+def _setup_logging(out: Path, verbose: bool) -> None:
+    """Log to ``<out>/batch.log``; study identifiers in it are hashes unless asked otherwise."""
+    out.mkdir(parents=True, exist_ok=True)
+    logger = logging.getLogger("medplug.batch")
+    logger.setLevel(logging.INFO)
+    handler = logging.FileHandler(out / "batch.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    if verbose:
+        logger.addHandler(logging.StreamHandler())
+
+
+def batch(
+    source: str = typer.Argument(..., help="Folder (searched recursively) or DICOMweb base URL."),
+    plugin: list[str] = typer.Option(..., "--plugin", help="Plugin name; repeat for several."),
+    out: Path = typer.Option(..., "--out", help="Output folder (journal, JSONL, CSV, SRs)."),
+    model: list[Path] = typer.Option(None, "--model", help="Model folder, one per --plugin."),
+    rules: Path = typer.Option(None, "--rules", help="Series selection rules (JSON)."),
+    workers: int = typer.Option(2, "--workers", help="Decoding processes."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Studies per predict_batch call."),
+    manifest: Path = typer.Option(
+        None, "--manifest", help="CSV: study_uid/accession -> report_text and clinical fields."
+    ),
+    study_filter: list[str] = typer.Option(
+        None, "--filter", help="QIDO-RS study filter KEY=VALUE (DICOMweb source)."
+    ),
+    deidentify: bool = typer.Option(
+        False, "--deidentify", help="PS3.15 basic profile on written outputs (pseudonyms)."
+    ),
+    pseudonym_map: Path = typer.Option(
+        None, "--pseudonym-map", help="Local SQLite pseudonym map (default ~/.local/share)."
+    ),
+    push: bool = typer.Option(
+        True, "--push/--no-push", help="Send SRs back to the source (DICOMweb: STOW-RS)."
+    ),
+    push_to: str = typer.Option(
+        None, "--push-to", help="Send SRs to this URL or AE@host:port instead."
+    ),
+    heatmaps: bool = typer.Option(True, "--heatmaps/--no-heatmaps", help="Grad-CAM as SC."),
+    show_identifiers: bool = typer.Option(
+        False, "--show-identifiers", help="Log study UIDs instead of their hashes."
+    ),
+    retry_errors: bool = typer.Option(False, "--retry-errors", help="Rerun failed studies."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    verbose: bool = typer.Option(False, "--verbose", help="Also log to the console."),
+) -> None:
+    """Run plugins over every study in a folder or a DICOMweb server; resumable."""
+    from medplug.batch.destinations import parse_destination
+    from medplug.batch.manifest import Manifest
+    from medplug.batch.runner import BatchOptions, run_batch
+    from medplug.batch.studies import discover_dicomweb, discover_folder
+
+    with medplug_errors_exit():
+        is_web = source.startswith(("http://", "https://"))
+        if not is_web and not Path(source).is_dir():
+            raise MedplugError(f"source {source!r} is neither a folder nor an http(s) URL")
+        _setup_logging(out, verbose)
+        plugins = _load_plugins(plugin, model)
+        discovery = (
+            discover_dicomweb(source.rstrip("/"), _parse_filters(study_filter))
+            if is_web
+            else discover_folder(Path(source), workers=max(workers, 1))
+        )
+        destination = None
+        if push_to:
+            destination = parse_destination(push_to)
+        elif push and is_web:
+            destination = parse_destination(source.rstrip("/"))
+        options = BatchOptions(
+            out_dir=out,
+            workers=workers,
+            batch_size=batch_size,
+            rules=_read_rules(rules),
+            manifest=Manifest.read(manifest) if manifest else Manifest.empty(),
+            deidentify=deidentify,
+            pseudonym_map=pseudonym_map,
+            write_heatmaps=heatmaps,
+            show_identifiers=show_identifiers,
+            retry_errors=retry_errors,
+            source_kind="dicomweb" if is_web else "folder",
+            progress=progress,
+        )
+        counts = run_batch(discovery, plugins, options, destination)
+    console.print(
+        f"{counts.get('done', 0)} done, {counts.get('error', 0)} failed"
+        f" ({len(discovery.skipped)} non-DICOM files skipped); results in {out}"
+    )
+
+
+def listen(
+    ae_title: str = typer.Option(..., "--ae-title", help="Our AE title."),
+    port: int = typer.Option(..., "--port", help="TCP port to listen on."),
+    plugin: list[str] = typer.Option(..., "--plugin", help="Plugin name; repeat for several."),
+    allow: list[str] = typer.Option(
+        ..., "--allow", help="Calling AE title allowed to send; repeat for several."
+    ),
+    out: Path = typer.Option(..., "--out", help="Output folder (spool, journal, JSONL, SRs)."),
+    model: list[Path] = typer.Option(None, "--model", help="Model folder, one per --plugin."),
+    forward_to: str = typer.Option(
+        None, "--forward-to", help="Send results to URL (STOW-RS) or AE@host:port (C-STORE)."
+    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind."),
+    quiet_seconds: float = typer.Option(
+        5.0, "--quiet-seconds", help="A study is complete after this long without new images."
+    ),
+    rules: Path = typer.Option(None, "--rules", help="Series selection rules (JSON)."),
+    manifest: Path = typer.Option(None, "--manifest", help="CSV of reports/clinical fields."),
+    deidentify: bool = typer.Option(
+        False, "--deidentify", help="PS3.15 basic profile on written and forwarded results."
+    ),
+    pseudonym_map: Path = typer.Option(None, "--pseudonym-map", help="Local pseudonym map."),
+    show_identifiers: bool = typer.Option(False, "--show-identifiers"),
+    verbose: bool = typer.Option(False, "--verbose", help="Also log to the console."),
+) -> None:
+    """Receive studies by DICOM C-STORE, run plugins when a study goes quiet, forward results."""
+    import signal
+    import threading
+
+    from medplug.batch.destinations import parse_destination
+    from medplug.batch.listener import ListenerOptions, StudyListener
+    from medplug.batch.manifest import Manifest
+
+    with medplug_errors_exit():
+        _setup_logging(out, verbose)
+        plugins = _load_plugins(plugin, model)
+        destination = parse_destination(forward_to, calling_ae=ae_title) if forward_to else None
+        listener = StudyListener(
+            plugins,
+            ListenerOptions(
+                ae_title=ae_title,
+                port=port,
+                allowed_aets=list(allow),
+                out_dir=out,
+                host=host,
+                quiet_seconds=quiet_seconds,
+                manifest=Manifest.read(manifest) if manifest else Manifest.empty(),
+                rules=_read_rules(rules),
+                deidentify=deidentify,
+                pseudonym_map=pseudonym_map,
+                show_identifiers=show_identifiers,
+            ),
+            destination,
+        )
+        stopping = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+        listener.start()
+        console.print(f"listening as {ae_title} on {host}:{port}; Ctrl-C to stop", highlight=False)
+        try:
+            while not stopping.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            listener.stop()
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to app."""
+    """Add ``batch`` and ``listen``."""
+    app.command(name="batch")(batch)
+    app.command(name="listen")(listen)

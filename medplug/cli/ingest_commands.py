@@ -113,7 +113,9 @@ def _print_series_table(scan: Any, decisions: list[Any]) -> None:
         "transfer syntax",
         "selected",
     ):
-        table.add_column(column, justify="right" if column in ("files", "slices", "size MB") else "left")
+        table.add_column(
+            column, justify="right" if column in ("files", "slices", "size MB") else "left"
+        )
     for study in scan.studies:
         for series in study.series:
             decision = selected.get(id(series))
@@ -264,9 +266,15 @@ def default_plugin() -> str:
 
 def predict(
     path: Path = typer.Argument(..., exists=True, help="DICOM folder or file, or NIfTI file."),
-    report: Path = typer.Option(None, "--report", exists=True, dir_okay=False, help="Report text file."),
-    clinical: str = typer.Option(None, "--clinical", help="Clinical fields: JSON text or a JSON file."),
-    plugin: str = typer.Option(None, "--plugin", help="Plugin name (default: fusion, else image-classifier)."),
+    report: Path = typer.Option(
+        None, "--report", exists=True, dir_okay=False, help="Report text file."
+    ),
+    clinical: str = typer.Option(
+        None, "--clinical", help="Clinical fields: JSON text or a JSON file."
+    ),
+    plugin: str = typer.Option(
+        None, "--plugin", help="Plugin name (default: fusion, else image-classifier)."
+    ),
     model: Path = typer.Option(None, "--model", file_okay=False, help="Model folder."),
     rules: str = typer.Option(None, "--rules", help="Series selection rules: JSON text or file."),
     as_json: bool = typer.Option(False, "--json", help="Print the Prediction as JSON."),

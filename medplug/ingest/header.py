@@ -29,9 +29,23 @@ DEFLATED = "1.2.840.10008.1.2.1.99"
 PIXEL_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}
 UNDEFINED = 0xFFFFFFFF
 _FIRST_READ = 16 * 1024
-_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+_LONG_VRS = {
+    b"OB",
+    b"OD",
+    b"OF",
+    b"OL",
+    b"OV",
+    b"OW",
+    b"SQ",
+    b"SV",
+    b"UC",
+    b"UN",
+    b"UR",
+    b"UT",
+    b"UV",
+}
 
-# tag -> (field name, kind). Kinds: str, strs (backslash list), int (IS), ints, float (DS), floats, us
+# tag -> (field name, kind); kinds: str, strs (list), int (IS), float (DS), floats, us
 _WANTED: dict[int, tuple[str, str]] = {
     0x00080008: ("image_type", "strs"),
     0x00080016: ("sop_class_uid", "str"),
@@ -198,8 +212,27 @@ def _is_le_encapsulated(uid: str) -> bool:
 
 
 _SHORT_VRS = {
-    b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT",
-    b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
+    b"AE",
+    b"AS",
+    b"AT",
+    b"CS",
+    b"DA",
+    b"DS",
+    b"DT",
+    b"FD",
+    b"FL",
+    b"IS",
+    b"LO",
+    b"LT",
+    b"PN",
+    b"SH",
+    b"SL",
+    b"SS",
+    b"ST",
+    b"TM",
+    b"UI",
+    b"UL",
+    b"US",
 }
 # Past this tag nothing ingest reads follows, so the tail check may end the walk.
 _TAIL_CHECK_AFTER = max(max(_WANTED), *(t for t in _NEEDS_PYDICOM if t < 0x50000000))
@@ -268,7 +301,9 @@ def _walk_top_level(
         if field_kind is not None:
             if value_pos + length > end:
                 raise _NeedMore
-            setattr(header, field_kind[0], _decode(data[value_pos : value_pos + length], field_kind[1]))
+            setattr(
+                header, field_kind[0], _decode(data[value_pos : value_pos + length], field_kind[1])
+            )
         pos = value_pos + length
 
 
@@ -431,7 +466,11 @@ def header_from_dataset(
     if not transfer_syntax:
         implicit, little = getattr(ds, "original_encoding", (True, True))
         transfer_syntax = (
-            "1.2.840.10008.1.2" if implicit else "1.2.840.10008.1.2.1" if little else "1.2.840.10008.1.2.2"
+            "1.2.840.10008.1.2"
+            if implicit
+            else "1.2.840.10008.1.2.1"
+            if little
+            else "1.2.840.10008.1.2.2"
         )
     header = InstanceHeader(path=path, file_size=size, transfer_syntax=transfer_syntax)
     header.media_sop_class_uid = str(getattr(meta, "MediaStorageSOPClassUID", "") or "")
@@ -460,8 +499,10 @@ def _from_element(value: Any, kind: str) -> Any:
             values = value.split("\\")
         return tuple(str(v).strip().upper() for v in values if str(v).strip())
     if kind in ("us", "int"):
-        if isinstance(value, list | tuple) or hasattr(value, "__len__") and not isinstance(
-            value, str | bytes
+        if (
+            isinstance(value, list | tuple)
+            or hasattr(value, "__len__")
+            and not isinstance(value, str | bytes)
         ):
             value = value[0]
         if isinstance(value, bytes):
@@ -472,9 +513,9 @@ def _from_element(value: Any, kind: str) -> Any:
             value = value[0]
         return float(value)
     if kind == "floats":
-        values = value if not isinstance(value, str | bytes) and hasattr(value, "__len__") else [
-            value
-        ]
+        values = (
+            value if not isinstance(value, str | bytes) and hasattr(value, "__len__") else [value]
+        )
         return tuple(float(v) for v in values)
     raise AssertionError(kind)
 

@@ -72,7 +72,10 @@ def _nothing_loadable(scan: ScanResult) -> str:
         counts[skipped.category] = counts.get(skipped.category, 0) + 1
     summary = ", ".join(f"{n} {category}" for category, n in sorted(counts.items()))
     if scan.series:
-        return f"no series matches the selection rules ({len(scan.series)} series; skipped: {summary or 'none'})"
+        return (
+            f"no series matches the selection rules ({len(scan.series)} series; "
+            f"skipped: {summary or 'none'})"
+        )
     return f"no image series among {scan.n_files} files (skipped: {summary})"
 
 
@@ -112,7 +115,9 @@ def _case_id_from_path(path: Path) -> str:
 def _read_report(report: str | Path | None, case_id: str) -> str | None:
     if report is None:
         return None
-    if isinstance(report, Path) or (len(str(report)) < 4096 and "\n" not in str(report) and Path(str(report)).is_file()):
+    if isinstance(report, Path) or (
+        len(str(report)) < 4096 and "\n" not in str(report) and Path(str(report)).is_file()
+    ):
         try:
             return Path(report).read_text(encoding="utf-8", errors="replace")
         except OSError as exc:
@@ -131,12 +136,16 @@ def _read_clinical(
         try:
             clinical = Path(clinical).read_text()
         except OSError as exc:
-            raise InputError(f"cannot read clinical JSON file ({exc.strerror})", case_id=case_id) from None
+            raise InputError(
+                f"cannot read clinical JSON file ({exc.strerror})", case_id=case_id
+            ) from None
     if isinstance(clinical, str):
         try:
             clinical = json.loads(clinical)
         except json.JSONDecodeError as exc:
-            raise InputError(f"clinical fields are not valid JSON ({exc.msg})", case_id=case_id) from None
+            raise InputError(
+                f"clinical fields are not valid JSON ({exc.msg})", case_id=case_id
+            ) from None
     if not isinstance(clinical, Mapping):
         raise InputError("clinical fields must be a JSON object of name -> value", case_id=case_id)
     fields: dict[str, ClinicalValue] = {}

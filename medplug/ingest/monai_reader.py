@@ -49,12 +49,14 @@ class MedplugDicomReader(ImageReader):
             path = Path(name)
             if path.is_dir() or is_nifti(path):
                 continue
-            if path.suffix.lower() in (".dcm", ".dicom", ".ima", "") :
+            if path.suffix.lower() in (".dcm", ".dicom", ".ima", ""):
                 continue
             return False
         return True
 
-    def read(self, data: Sequence[PathLike] | PathLike, **kwargs: Any) -> list[ImageVolume] | ImageVolume:
+    def read(
+        self, data: Sequence[PathLike] | PathLike, **kwargs: Any
+    ) -> list[ImageVolume] | ImageVolume:
         """One ``ImageVolume`` per path (several paths become channels in ``get_data``)."""
         names = [data] if isinstance(data, str | Path) else list(data)
         volumes = [

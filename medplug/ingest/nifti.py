@@ -32,7 +32,9 @@ def load_nifti(path: str | Path) -> ImageVolume:
     except FileNotFoundError:
         raise DicomError(path, "not_found", "no such file") from None
     except Exception as exc:  # nibabel raises ImageFileError, EOFError, zlib errors ...
-        raise DicomError(path, "unreadable", f"not a readable NIfTI file ({type(exc).__name__})") from None
+        raise DicomError(
+            path, "unreadable", f"not a readable NIfTI file ({type(exc).__name__})"
+        ) from None
     header = image.header
     meta = {
         "format": "nifti",

@@ -24,7 +24,14 @@ from medplug.ingest.errors import (
 from medplug.ingest.header import InstanceHeader
 
 GREY = {"MONOCHROME1", "MONOCHROME2"}
-_NATIVE_DTYPES = {(8, 0): "u1", (8, 1): "i1", (16, 0): "<u2", (16, 1): "<i2", (32, 0): "<u4", (32, 1): "<i4"}
+_NATIVE_DTYPES = {
+    (8, 0): "u1",
+    (8, 1): "i1",
+    (16, 0): "<u2",
+    (16, 1): "<i2",
+    (32, 0): "<u4",
+    (32, 1): "<i4",
+}
 
 
 def can_read_fast(header: InstanceHeader) -> bool:
@@ -70,7 +77,9 @@ def read_dataset(header: InstanceHeader) -> pydicom.Dataset:
     try:
         ds = pydicom.dcmread(header.path, force=True)
     except Exception as exc:  # pydicom raises many types on malformed files
-        raise UnreadableDicomError(header.path, f"cannot read data set ({type(exc).__name__})") from None
+        raise UnreadableDicomError(
+            header.path, f"cannot read data set ({type(exc).__name__})"
+        ) from None
     if not getattr(ds.file_meta, "TransferSyntaxUID", None):
         # Files without File Meta: the decoder needs the syntax the reader detected.
         ds.file_meta.TransferSyntaxUID = transfer_syntax_from_encoding(ds)

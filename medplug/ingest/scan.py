@@ -13,7 +13,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -280,7 +280,9 @@ def group_headers(root: Path, outcomes: Iterable[_Outcome]) -> ScanResult:
             studies[study_uid] = StudyInfo(study_uid)
         studies[study_uid].series.append(series)
     for study in studies.values():
-        study.series.sort(key=lambda s: (s.number if s.number is not None else 1 << 30, s.series_uid))
+        study.series.sort(
+            key=lambda s: (s.number if s.number is not None else 1 << 30, s.series_uid)
+        )
     result.studies = sorted(studies.values(), key=lambda study: study.study_uid)
     return result
 

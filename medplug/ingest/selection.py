@@ -75,7 +75,9 @@ class SelectionRule:
 
         if self.modality:
             wanted = [m.upper() for m in self.modality]
-            note(series.modality.upper() in wanted, f"modality {series.modality or '-'} in {wanted}")
+            note(
+                series.modality.upper() in wanted, f"modality {series.modality or '-'} in {wanted}"
+            )
         description = series.description or ""
         if self.description is not None:
             note(
@@ -95,7 +97,9 @@ class SelectionRule:
                 f"image type {'/'.join(series.image_type) or '-'} has {wanted_types}",
             )
         if self.min_slices > 1:
-            note(series.n_slices >= self.min_slices, f"{series.n_slices} >= {self.min_slices} slices")
+            note(
+                series.n_slices >= self.min_slices, f"{series.n_slices} >= {self.min_slices} slices"
+            )
         if self.orientation:
             note(series.orientation == self.orientation, f"orientation {series.orientation}")
         return ok, reasons
@@ -179,7 +183,7 @@ class SeriesDecision:
 
 
 def load_rules(source: Any) -> list[SelectionRule]:
-    """Rules from a list of dicts, a dict (``{"rules": [...]}`` / MONAI Deploy), JSON text or file."""
+    """Rules from dicts, ``{"rules": [...]}``, MONAI Deploy ``selections``, JSON text or a file."""
     if source is None:
         return list(DEFAULT_RULES)
     if isinstance(source, SelectionRule):

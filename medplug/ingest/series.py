@@ -240,8 +240,14 @@ def _frame_geometry(ds: Any, index: int, instance: InstanceHeader) -> dict[str, 
     """Position, orientation, spacing and rescale of one frame (functional groups first)."""
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
     shared = ds.get("SharedFunctionalGroupsSequence")
-    groups = [g for g in ((per_frame[index] if per_frame and index < len(per_frame) else None),
-                          (shared[0] if shared else None)) if g is not None]
+    groups = [
+        g
+        for g in (
+            (per_frame[index] if per_frame and index < len(per_frame) else None),
+            (shared[0] if shared else None),
+        )
+        if g is not None
+    ]
     found: dict[str, Any] = {
         "position": None,
         "orientation": None,
@@ -250,19 +256,27 @@ def _frame_geometry(ds: Any, index: int, instance: InstanceHeader) -> dict[str, 
     }
     for group in groups:
         position = _item(group, "PlanePositionSequence")
-        if found["position"] is None and position is not None and "ImagePositionPatient" in position:
+        if (
+            found["position"] is None
+            and position is not None
+            and "ImagePositionPatient" in position
+        ):
             found["position"] = tuple(float(v) for v in position.ImagePositionPatient)
         orientation = _item(group, "PlaneOrientationSequence")
-        if found["orientation"] is None and orientation is not None and (
-            "ImageOrientationPatient" in orientation
+        if (
+            found["orientation"] is None
+            and orientation is not None
+            and ("ImageOrientationPatient" in orientation)
         ):
             found["orientation"] = tuple(float(v) for v in orientation.ImageOrientationPatient)
         measures = _item(group, "PixelMeasuresSequence")
         if found["spacing"] is None and measures is not None and "PixelSpacing" in measures:
             found["spacing"] = tuple(float(v) for v in measures.PixelSpacing)
         transform = _item(group, "PixelValueTransformationSequence")
-        if found["rescale"] is None and transform is not None and (
-            transform.get("RescaleSlope") not in (None, "")
+        if (
+            found["rescale"] is None
+            and transform is not None
+            and (transform.get("RescaleSlope") not in (None, ""))
         ):
             found["rescale"] = (
                 float(transform.RescaleSlope) or 1.0,
@@ -270,8 +284,10 @@ def _frame_geometry(ds: Any, index: int, instance: InstanceHeader) -> dict[str, 
             )
     if not per_frame:
         # Legacy multi-frame: one position for the first frame, frames along the normal.
-        if instance.image_orientation and instance.image_position and (
-            instance.spacing_between_slices
+        if (
+            instance.image_orientation
+            and instance.image_position
+            and (instance.spacing_between_slices)
         ):
             normal = np.cross(instance.image_orientation[:3], instance.image_orientation[3:6])
             start = np.asarray(instance.image_position[:3], float)

@@ -4,7 +4,7 @@ Predictions carry calibrated probabilities, the label at the stored operating
 point, the penultimate-layer embedding (for fusion) and a Grad-CAM heatmap in
 the input's own geometry. ``predict_batch`` runs one forward pass for all
 cases; a case that cannot be used gets a Prediction with no label and the
-reason in ``outputs["error"]``, so one bad case never stops a batch.
+reason in ``error``, so one bad case never stops a batch.
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ class ImageClassifierPlugin(Plugin):
                 prepared.append(self._prepare(case))
                 positions.append(position)
             except MedplugError as exc:
-                results[position] = self._error_prediction(case, exc)
+                results[position] = self.failed_prediction(case, exc)
         if prepared:
             for position, prediction in zip(
                 positions, self._predict_prepared(prepared), strict=True
@@ -293,13 +293,7 @@ class ImageClassifierPlugin(Plugin):
             "input_shape": list(image.array.shape),
         }
 
-    def _error_prediction(self, case: Case, error: MedplugError) -> Prediction:
-        return Prediction(
-            plugin=self.name,
-            plugin_version=self.info.version,
-            case_id=case.case_id,
-            label=None,
-            warnings=[str(error)],
-            outputs={"error": {"type": type(error).__name__, "message": str(error)}},
-            provenance={"model_sha256": self.model_sha256},
-        )
+    def failed_prediction(self, case: Case, error: MedplugError) -> Prediction:
+        prediction = super().failed_prediction(case, error)
+        prediction.provenance = {"model_sha256": self.model_sha256}
+        return prediction

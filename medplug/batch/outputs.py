@@ -1,0 +1,93 @@
+"""The files a batch leaves in its output folder.
+
+``results.jsonl`` (one line per study), ``summary.csv`` (one row per study),
+``sr/<study>.dcm`` and ``sc/<study>-<plugin>.dcm``. DICOM files are written
+to a temporary name and renamed, so a killed run never leaves half a file;
+the JSONL is rewritten from the journal on start and end, so it always holds
+each finished study exactly once.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset
+
+RESULTS_NAME = "results.jsonl"
+SUMMARY_NAME = "summary.csv"
+SUMMARY_COLUMNS = ["study", "status", "plugin", "label", "probability", "reason", "total_s"]
+
+
+class OutputFolder:
+    """Paths and atomic writers for one batch's output folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.results = self.root / RESULTS_NAME
+        self.summary = self.root / SUMMARY_NAME
+
+    def sr_path(self, study: str) -> Path:
+        return self.root / "sr" / f"{study}.dcm"
+
+    def sc_path(self, study: str, plugin: str) -> Path:
+        return self.root / "sc" / f"{study}-{plugin}.dcm"
+
+    def write_dicom(self, dataset: Dataset, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        dataset.save_as(partial, enforce_file_format=True)
+        os.replace(partial, path)
+        return path
+
+    def rewrite_results(self, records: Iterable[dict[str, Any]]) -> None:
+        """Replace ``results.jsonl`` with exactly ``records`` (atomic)."""
+        partial = self.results.with_suffix(".partial")
+        with partial.open("w", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps(record, sort_keys=True) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, self.results)
+
+    def append_result(self, record: dict[str, Any]) -> None:
+        with self.results.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, sort_keys=True) + "\n")
+
+    def write_summary(self, records: Iterable[dict[str, Any]]) -> None:
+        """One CSV row per study and plugin (errors get one row with the reason)."""
+        partial = self.summary.with_suffix(".partial")
+        with partial.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=SUMMARY_COLUMNS)
+            writer.writeheader()
+            for record in records:
+                writer.writerows(summary_rows(record))
+        os.replace(partial, self.summary)
+
+
+def summary_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
+    base = {
+        "study": record["study"],
+        "status": record["status"],
+        "total_s": round(record.get("timing", {}).get("total_s", 0.0), 3),
+    }
+    rows = []
+    for result in record.get("results", []):
+        prediction = result["prediction"]
+        label = prediction.get("label")
+        probability = prediction.get("probabilities", {}).get(label) if label else None
+        rows.append(base | {"plugin": result["plugin"], "label": label, "probability": probability})
+    for error in record.get("errors", []):
+        rows.append(
+            base
+            | {
+                "plugin": error.get("plugin") or "",
+                "reason": f"{error['stage']}: {error['reason']}",
+            }
+        )
+    return rows

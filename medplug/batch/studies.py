@@ -1,0 +1,96 @@
+"""Finding the studies a batch should process, reading headers only.
+
+A study is found once, by its Study Instance UID, and described by a
+*locator*: a small JSON-able dict a worker process can act on without any
+shared state (``{"kind": "files", "files": [...]}`` for a folder source,
+``{"kind": "dicomweb", "url": ..., "study_uid": ...}`` for a PACS). The
+journal stores the locator, so a resumed run needs no rediscovery to know
+where a study lives.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pydicom
+
+log = logging.getLogger("medplug.batch")
+
+
+@dataclass
+class StudyTask:
+    """One study to run: its UID, accession number (for manifest lookup) and locator."""
+
+    study_uid: str
+    accession: str | None
+    locator: dict[str, Any]
+
+
+@dataclass
+class Discovery:
+    """What a source holds: studies, plus files that are not usable DICOM and why."""
+
+    studies: list[StudyTask] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def discover_folder(root: Path, workers: int | None = None) -> Discovery:
+    """Group every DICOM file under ``root`` (recursively) by study, reading headers only.
+
+    Uses ``medplug.ingest.scan_folder``; files it skips (CSV, NIfTI, reports,
+    corrupt headers) are listed with its reason, never fatal. The accession
+    number (for manifest lookup) is read from one header per study.
+    """
+    from medplug.ingest import scan_folder
+
+    scan = scan_folder(Path(root), workers=workers)
+    discovery = Discovery(skipped=[(str(s.path), s.category) for s in scan.skipped])
+    for study in scan.studies:
+        paths = sorted(str(i.path) for series in study.series for i in series.instances)
+        discovery.studies.append(
+            StudyTask(
+                study_uid=study.study_uid,
+                accession=_accession(paths[0]),
+                locator={"kind": "files", "files": paths},
+            )
+        )
+    discovery.studies.sort(key=lambda task: task.locator["files"][0])
+    return discovery
+
+
+def _accession(path: str) -> str | None:
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["AccessionNumber"])
+    except Exception:
+        return None
+    return str(header.get("AccessionNumber", "") or "") or None
+
+
+def discover_dicomweb(url: str, filters: dict[str, str] | None = None) -> Discovery:
+    """List studies with QIDO-RS; ``filters`` are QIDO query keys (e.g. ModalitiesInStudy=CT)."""
+    from dicomweb_client.api import DICOMwebClient
+
+    client = DICOMwebClient(url=url)
+    discovery = Discovery()
+    offset, page = 0, 500
+    while True:
+        found = client.search_for_studies(
+            search_filters=dict(filters or {}), offset=offset, limit=page
+        )
+        for item in found:
+            study = pydicom.Dataset.from_json(item)
+            study_uid = str(study.StudyInstanceUID)
+            discovery.studies.append(
+                StudyTask(
+                    study_uid=study_uid,
+                    accession=str(study.get("AccessionNumber", "") or "") or None,
+                    locator={"kind": "dicomweb", "url": url, "study_uid": study_uid},
+                )
+            )
+        if len(found) < page:
+            break
+        offset += page
+    return discovery

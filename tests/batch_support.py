@@ -1,0 +1,230 @@
+"""Helpers for the batch tests: a small real plugin, installed as its own distribution.
+
+The plugin is deliberately simple (mean intensity through a logistic curve)
+but real: found through the ``medplug.plugins`` entry point, loaded from a
+model folder, batched through ``predict_batch``, with a heatmap explanation.
+A report containing ``FAIL-THIS-STUDY`` makes it raise, to test that one
+failing study does not stop a batch.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+INTENSITY_PLUGIN = '''
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from medplug.contract import Case, Explanation, InputSpec, Plugin, PluginInfo, Prediction
+from medplug.errors import PluginError
+
+
+class MeanIntensityPlugin(Plugin):
+    """Lesion probability from mean image intensity; real enough to exercise a batch."""
+
+    name = "mean-intensity"
+    batch_calls = 0
+
+    def __init__(self, centre: float, scale: float) -> None:
+        self.centre, self.scale = centre, scale
+        self.info = self.describe()
+
+    @classmethod
+    def describe(cls) -> PluginInfo:
+        return PluginInfo(
+            name=cls.name, version="1.2.0", task="classification",
+            labels=["no_lesion", "lesion"],
+            inputs={"image": InputSpec(kind="image", spatial_dims=3),
+                    "report": InputSpec(kind="text", required=False)},
+        )
+
+    @classmethod
+    def from_pretrained(cls, model_dir):
+        config = json.loads((Path(model_dir) / "intensity.json").read_text())
+        return cls(config["centre"], config["scale"])
+
+    def _predict(self, case: Case) -> Prediction:
+        time.sleep(float(os.environ.get("MEDPLUG_TEST_PLUGIN_SLEEP", "0")))
+        if case.report and "FAIL-THIS-STUDY" in case.report:
+            raise PluginError("model refused this study (test trigger)")
+        array = case.image.array.astype(np.float32)
+        p = float(1.0 / (1.0 + np.exp(-(array.mean() - self.centre) / self.scale)))
+        heat = (array - array.min()) / (np.ptp(array) or 1.0)
+        return Prediction(
+            plugin=self.name, plugin_version="1.2.0", case_id=case.case_id,
+            label="lesion" if p >= 0.5 else "no_lesion",
+            probabilities={"no_lesion": 1.0 - p, "lesion": p},
+            explanation=Explanation(heatmap=heat, heatmap_affine=case.image.affine),
+            provenance={"model": "intensity.json"},
+        )
+
+    def predict_batch(self, cases):
+        type(self).batch_calls += 1
+        return [self.predict(case) for case in cases]
+'''
+
+
+def install_intensity_plugin(root: Path) -> Path:
+    """Build and install the plugin distribution into ``root/site``; returns that folder."""
+    site = root / "site"
+    project = root / "project"
+    (project / "acme_intensity").mkdir(parents=True, exist_ok=True)
+    (project / "acme_intensity" / "__init__.py").write_text(INTENSITY_PLUGIN)
+    (project / "pyproject.toml").write_text(
+        textwrap.dedent("""
+        [build-system]
+        requires = ["setuptools>=61"]
+        build-backend = "setuptools.build_meta"
+        [project]
+        name = "acme-medplug-intensity"
+        version = "1.2.0"
+        [project.entry-points."medplug.plugins"]
+        mean-intensity = "acme_intensity:MeanIntensityPlugin"
+        [tool.setuptools]
+        packages = ["acme_intensity"]
+        """)
+    )
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(site), str(project)],
+        check=True,
+    )  # fmt: skip
+    return site
+
+
+def intensity_model(folder: Path, centre: float = 0.0, scale: float = 50.0) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "intensity.json").write_text(f'{{"centre": {centre}, "scale": {scale}}}')
+    return folder
+
+
+def env_with(site: Path) -> dict[str, str]:
+    """Environment for a ``medplug`` subprocess that sees the plugin distribution."""
+    paths = [str(site), os.environ.get("PYTHONPATH", "")]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in paths if p), COLUMNS="200")
+
+
+def tool(name: str) -> str | None:
+    """A system DICOM tool by absolute path (pynetdicom's scripts shadow dcmtk's on PATH)."""
+    for candidate in (f"/usr/bin/{name}", f"/usr/sbin/{name}"):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return shutil.which(name) if name not in ("storescu", "findscu") else None
+
+
+def dciodvfy_errors(path: Path) -> list[str]:
+    """Every ``Error`` line dciodvfy prints for ``path``."""
+    result = subprocess.run(
+        [tool("dciodvfy") or "dciodvfy", str(path)], capture_output=True, text=True
+    )
+    lines = (result.stdout + result.stderr).splitlines()
+    return [line for line in lines if "Error" in line]
+
+
+# --------------------------------------------------------------------------- Orthanc
+
+ORTHANC = "/usr/sbin/Orthanc"
+DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class OrthancServer:
+    """A private Orthanc on 127.0.0.1 with free ports, a temporary config and storage."""
+
+    def __init__(self, root: Path, aet: str = "ORTHANC", modalities: dict | None = None) -> None:
+        import json
+
+        self.root = root
+        self.http_port, self.dicom_port, self.aet = free_port(), free_port(), aet
+        config = {
+            "Name": "medplug-test",
+            "StorageDirectory": str(root / "storage"),
+            "IndexDirectory": str(root / "storage"),
+            "HttpPort": self.http_port,
+            "DicomPort": self.dicom_port,
+            "DicomAet": aet,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "DicomCheckCalledAet": False,
+            "Plugins": [DICOMWEB_PLUGIN],
+            "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+            "DicomModalities": modalities or {},
+            "HttpTimeout": 30,
+        }
+        root.mkdir(parents=True, exist_ok=True)
+        self.config = root / "orthanc.json"
+        self.config.write_text(json.dumps(config))
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def dicomweb(self) -> str:
+        return f"{self.url}/dicom-web"
+
+    def start(self, timeout: float = 60) -> OrthancServer:
+        import time
+
+        import httpx
+
+        log = (self.root / "orthanc.log").open("w")
+        self.process = subprocess.Popen(
+            [ORTHANC, str(self.config)], stdout=log, stderr=subprocess.STDOUT
+        )
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"Orthanc exited early; see {self.root / 'orthanc.log'}")
+            try:
+                if httpx.get(f"{self.url}/system", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError("Orthanc did not start in time")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+    def store_folder(self, folder: Path, calling_aet: str = "LOADER") -> None:
+        """Load a folder of DICOM files with dcmtk's storescu (by absolute path)."""
+        subprocess.run(
+            [tool("storescu") or "/usr/bin/storescu", "-aet", calling_aet, "-aec", self.aet,
+             "+sd", "+r", "-nh", "-R", "-q",
+             "127.0.0.1", str(self.dicom_port), str(folder)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+
+    def get(self, path: str):
+        import httpx
+
+        response = httpx.get(f"{self.url}{path}", timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def series_of_study(self, study_uid: str) -> list[dict]:
+        """QIDO-RS: the series of one study, as DICOM JSON."""
+        return self.get(f"/dicom-web/studies/{study_uid}/series")

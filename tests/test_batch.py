@@ -1,0 +1,319 @@
+"""medplug batch on a folder: outputs, SR validity, error isolation, de-identification, resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from batch_support import (
+    dciodvfy_errors,
+    env_with,
+    install_intensity_plugin,
+    intensity_model,
+    tool,
+)
+
+from medplug.batch.deidentify import PseudonymMap, deidentify
+from medplug.batch.destinations import DicomwebDestination, DimseDestination, parse_destination
+from medplug.batch.heatmap_sc import build_heatmap_sc
+from medplug.batch.journal import Journal
+from medplug.batch.manifest import Manifest
+from medplug.batch.sr import SrIdentity, build_sr
+from medplug.contract import Prediction
+from medplug.errors import DataError, MedplugError
+from medplug.ingest import LOAD_CATEGORIES
+
+needs_dciodvfy = pytest.mark.skipif(tool("dciodvfy") is None, reason="dciodvfy not installed")
+
+
+@pytest.fixture(scope="module")
+def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return install_intensity_plugin(tmp_path_factory.mktemp("intensity_plugin"))
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return intensity_model(tmp_path_factory.mktemp("intensity_model"), centre=-800.0, scale=20.0)
+
+
+def run_medplug(args: list[str], site: Path, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "medplug.cli.main", *args],
+        env=env_with(site) | kwargs.pop("env", {}),
+        capture_output=True,
+        text=True,
+        **kwargs,
+    )
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def cohort_rows(cohort: Path) -> list[dict]:
+    with (cohort / "manifest.csv").open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def case_headers(cohort: Path, case_id: str) -> list[pydicom.Dataset]:
+    folder = cohort / "cases" / case_id / "dicom"
+    return [pydicom.dcmread(p, stop_before_pixels=True) for p in sorted(folder.iterdir())]
+
+
+# --------------------------------------------------------------------------- SR and SC
+
+
+@needs_dciodvfy
+def test_sr_and_heatmap_are_valid_dicom_in_the_source_study(
+    sample_cohort: Path, tmp_path: Path
+) -> None:
+    headers = case_headers(sample_cohort, "case0001")
+    prediction = Prediction(
+        plugin="image-classifier",
+        plugin_version="0.3.1",
+        case_id="c",
+        label="lesion",
+        probabilities={"no_lesion": 0.25, "lesion": 0.75},
+    )
+    sr = build_sr([prediction], headers, SrIdentity.new())
+    sr.save_as(tmp_path / "sr.dcm")
+    assert dciodvfy_errors(tmp_path / "sr.dcm") == []
+
+    sr = pydicom.dcmread(tmp_path / "sr.dcm")
+    assert sr.StudyInstanceUID == headers[0].StudyInstanceUID
+    evidence = sr.CurrentRequestedProcedureEvidenceSequence[0]
+    assert evidence.StudyInstanceUID == headers[0].StudyInstanceUID
+    series = evidence.ReferencedSeriesSequence[0]
+    assert series.SeriesInstanceUID == headers[0].SeriesInstanceUID
+    assert len(series.ReferencedSOPSequence) == len(headers)
+    text = str(sr)
+    assert "image-classifier" in text and "0.3.1" in text  # algorithm name and version
+    assert "Algorithm Name" in text and "Probability of lesion" in text
+    values = [float(v) for v in _num_values(sr)]
+    assert sorted(values) == [0.25, 0.75]
+    codes = _code_values(sr)
+    assert "lesion" in codes  # the result as a coded qualitative evaluation
+
+    image = np.random.default_rng(0).normal(size=(64, 64, 32)).astype(np.float32)
+    heat = np.zeros_like(image)
+    heat[30:40, 30:40, 12] = 1.0
+    sc = build_heatmap_sc(image, heat, headers[0], "1.2.3.4", "1.2.3.4.5")
+    sc.save_as(tmp_path / "sc.dcm")
+    assert dciodvfy_errors(tmp_path / "sc.dcm") == []
+    assert pydicom.dcmread(tmp_path / "sc.dcm").pixel_array.shape == (64, 64, 3)
+
+    pseudonyms = PseudonymMap(tmp_path / "map.sqlite")
+    for name in ("sr", "sc"):
+        ds = deidentify(pydicom.dcmread(tmp_path / f"{name}.dcm"), pseudonyms)
+        ds.save_as(tmp_path / f"{name}-deid.dcm")
+        assert dciodvfy_errors(tmp_path / f"{name}-deid.dcm") == []
+        assert ds.PatientID != headers[0].PatientID and ds.PatientIdentityRemoved == "YES"
+        assert pseudonyms.original("uid", ds.StudyInstanceUID) == headers[0].StudyInstanceUID
+        raw = (tmp_path / f"{name}-deid.dcm").read_bytes()
+        for secret in (headers[0].StudyInstanceUID, headers[0].PatientID, headers[0].StudyDate):
+            assert str(secret).encode() not in raw
+
+
+def _walk(ds: pydicom.Dataset):
+    for item in ds.get("ContentSequence", []):
+        yield item
+        yield from _walk(item)
+
+
+def _num_values(sr: pydicom.Dataset) -> list[str]:
+    return [i.MeasuredValueSequence[0].NumericValue for i in _walk(sr) if i.ValueType == "NUM"]
+
+
+def _code_values(sr: pydicom.Dataset) -> list[str]:
+    return [i.ConceptCodeSequence[0].CodeValue for i in _walk(sr) if i.ValueType == "CODE"]
+
+
+# --------------------------------------------------------------------------- small units
+
+
+def test_destinations_manifest_and_journal_reject_bad_input(tmp_path: Path) -> None:
+    assert isinstance(parse_destination("http://127.0.0.1:8042/dicom-web"), DicomwebDestination)
+    dimse = parse_destination("ORTHANC@127.0.0.1:4242")
+    assert isinstance(dimse, DimseDestination) and dimse.port == 4242
+    with pytest.raises(MedplugError, match="neither an http"):
+        parse_destination("somewhere")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name,report_text\nx,y\n")
+    with pytest.raises(DataError, match="needs a 'study_uid' or 'accession'"):
+        Manifest.read(bad)
+    journal = Journal(tmp_path / "j.sqlite")
+    journal.check_settings({"plugins": ["a"]})
+    with pytest.raises(MedplugError, match="started with settings"):
+        journal.check_settings({"plugins": ["b"]})
+
+
+# --------------------------------------------------------------------------- folder batch
+
+
+def make_source(cohort: Path, root: Path, n_good: int) -> tuple[Path, Path]:
+    """A folder source: ``n_good`` cohort studies, one corrupt, one 2D-only; and a manifest."""
+    source = root / "source"
+    rows = cohort_rows(cohort)[: n_good + 1]
+    for row in rows:
+        shutil.copytree(cohort / row["dicom_dir"], source / row["case_id"])
+    (source / "notes.txt").write_text("not dicom")
+    corrupt = source / rows[-1]["case_id"]
+    victim = sorted(corrupt.iterdir())[5]
+    victim.write_bytes(victim.read_bytes()[:-3000])  # header intact, pixels truncated
+    # A study whose only series is one 2D image: unsupported by a 3D plugin.
+    single = pydicom.dcmread(sorted((source / rows[0]["case_id"]).iterdir())[0])
+    single.StudyInstanceUID, single.SeriesInstanceUID = pydicom.uid.generate_uid(), "1.2.3.9"
+    single.SOPInstanceUID = pydicom.uid.generate_uid()
+    (source / "single").mkdir()
+    single.save_as(source / "single" / "one.dcm")
+    # The manifest feeds report text; one report triggers a plugin error.
+    rows[1]["report_text"] = "FAIL-THIS-STUDY"
+    manifest = root / "manifest.csv"
+    with manifest.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return source, manifest
+
+
+@needs_dciodvfy
+def test_folder_batch_writes_one_record_per_study_and_isolates_bad_ones(
+    sample_cohort: Path, plugin_site: Path, model_dir: Path, tmp_path: Path
+) -> None:
+    source, manifest = make_source(sample_cohort, tmp_path, n_good=4)
+    rows = cohort_rows(sample_cohort)[:5]
+    out = tmp_path / "out"
+    result = run_medplug(
+        ["batch", str(source), "--plugin", "mean-intensity", "--model", str(model_dir),
+         "--out", str(out), "--manifest", str(manifest), "--workers", "2", "--no-progress"],
+        plugin_site,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    records = read_jsonl(out / "results.jsonl")
+    assert len(records) == 6 and len({r["study"] for r in records}) == 6
+    by_uid = {r["study_uid"]: r for r in records}
+    assert {row["study_uid"] for row in rows} <= set(by_uid)
+
+    good = [by_uid[row["study_uid"]] for row in (rows[0], rows[2], rows[3])]
+    for record in good:
+        assert record["status"] == "ok"
+        (res,) = record["results"]
+        assert res["plugin"] == "mean-intensity" and res["version"] == "1.2.0"
+        assert set(res["prediction"]["probabilities"]) == {"no_lesion", "lesion"}
+        assert record["timing"]["total_s"] > 0 and record["provenance"]["instances"] == 32
+        assert dciodvfy_errors(out / record["provenance"]["files"]["sr"]) == []
+        assert dciodvfy_errors(out / record["provenance"]["files"]["heatmap:mean-intensity"]) == []
+        probabilities = res["prediction"]["probabilities"]
+        assert res["prediction"]["label"] == max(probabilities, key=probabilities.get)
+
+    failed = by_uid[rows[1]["study_uid"]]
+    assert failed["status"] == "error"
+    assert failed["errors"][0]["stage"] == "predict"
+    assert "test trigger" in failed["errors"][0]["message"]
+    corrupt = by_uid[rows[4]["study_uid"]]
+    assert corrupt["status"] == "error" and corrupt["errors"][0]["stage"] == "load"
+    assert corrupt["errors"][0]["reason"] in LOAD_CATEGORIES
+    single = next(r for r in records if r["study_uid"] not in {row["study_uid"] for row in rows})
+    assert single["status"] == "error"
+    assert "expects a 3D image" in single["errors"][0]["message"]
+
+    summary = list(csv.DictReader((out / "summary.csv").open()))
+    assert len(summary) == 6 and sum(row["status"] == "error" for row in summary) == 3
+    log = (out / "batch.log").read_text()
+    for row in rows:  # identifiers never in logs, only their hashes
+        assert row["study_uid"] not in log and row["accession"] not in log
+    assert all(r["study"] in log for r in records)
+
+
+def test_deidentified_outputs_use_a_consistent_local_pseudonym_map(
+    sample_cohort: Path, plugin_site: Path, model_dir: Path, tmp_path: Path
+) -> None:
+    source = tmp_path / "source"
+    row = cohort_rows(sample_cohort)[0]
+    shutil.copytree(sample_cohort / row["dicom_dir"], source / "a")
+    pseudonym_map = tmp_path / "private" / "pseudonyms.sqlite"
+    records = []
+    for name in ("out1", "out2"):
+        result = run_medplug(
+            ["batch", str(source), "--plugin", "mean-intensity", "--model", str(model_dir),
+             "--out", str(tmp_path / name), "--deidentify", "--pseudonym-map",
+             str(pseudonym_map), "--workers", "0", "--no-progress"],
+            plugin_site,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        (record,) = read_jsonl(tmp_path / name / "results.jsonl")
+        records.append(record)
+        for path in (tmp_path / name).rglob("*"):
+            if path.is_file() and path.suffix in (".dcm", ".jsonl", ".csv", ".log"):
+                raw = path.read_bytes()
+                assert row["study_uid"].encode() not in raw, path
+                assert row["accession"].encode() not in raw, path
+        sr = pydicom.dcmread(tmp_path / name / record["provenance"]["files"]["sr"])
+        assert sr.PatientIdentityRemoved == "YES"
+        if tool("dciodvfy"):
+            assert dciodvfy_errors(tmp_path / name / record["provenance"]["files"]["sr"]) == []
+    assert records[0]["study_uid"] == records[1]["study_uid"]  # same pseudonym both times
+    assert PseudonymMap(pseudonym_map).original("uid", records[0]["study_uid"]) == row["study_uid"]
+
+
+# --------------------------------------------------------------------------- kill -9 and resume
+
+
+def test_kill_9_mid_batch_then_rerun_gives_every_study_exactly_once(
+    sample_cohort: Path, plugin_site: Path, model_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    args = ["batch", str(sample_cohort / "cases"), "--plugin", "mean-intensity",
+            "--model", str(model_dir), "--out", str(out), "--workers", "1",
+            "--batch-size", "1", "--no-progress"]  # fmt: skip
+    slow = {"MEDPLUG_TEST_PLUGIN_SLEEP": "0.3"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "medplug.cli.main", *args],
+        env=env_with(plugin_site) | slow,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: kill it and its workers at once
+    )
+    journal = out / "journal.sqlite"
+    deadline = time.time() + 120
+    done = 0
+    while time.time() < deadline and process.poll() is None:
+        if journal.exists():
+            try:
+                with sqlite3.connect(journal) as db:
+                    done = db.execute("SELECT COUNT(*) FROM studies WHERE state='done'").fetchone()[
+                        0
+                    ]
+            except sqlite3.OperationalError:
+                done = 0
+            if done >= 3:
+                break
+        time.sleep(0.05)
+    assert process.poll() is None, "the batch finished before it could be killed"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    with sqlite3.connect(journal) as db:
+        states = dict(db.execute("SELECT state, COUNT(*) FROM studies GROUP BY state").fetchall())
+    assert 3 <= states.get("done", 0) < 12
+
+    result = run_medplug(args, plugin_site)
+    assert result.returncode == 0, result.stderr
+    records = read_jsonl(out / "results.jsonl")
+    uids = [r["study_uid"] for r in records]
+    assert sorted(uids) == sorted(row["study_uid"] for row in cohort_rows(sample_cohort))
+    assert all(r["status"] == "ok" for r in records)
+    assert len(list((out / "sr").glob("*.dcm"))) == 12
+    assert not list(out.rglob("*.partial"))
+    summary = list(csv.DictReader((out / "summary.csv").open()))
+    assert len(summary) == 12
