@@ -10,6 +10,8 @@ TORCH_VERSION ?= 2.13.0
 # Where this workplace keeps the CPU torch wheel; harmless elsewhere.
 WHEELS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
 SAMPLE := sample_data/cohort
+HOLDOUT := sample_data/holdout
+DEMO_CASES ?= 48
 MODELS := sample_data/models
 export MEDPLUG_MODELS := $(abspath $(MODELS))
 
@@ -25,13 +27,14 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 sample-data: venv
-	test -f $(SAMPLE)/manifest.csv || $(MEDPLUG) sample-data $(SAMPLE) --cases 24 --seed 0
+	test -f $(SAMPLE)/manifest.csv || $(MEDPLUG) sample-data $(SAMPLE) --cases $(DEMO_CASES) --seed 0
+	test -f $(HOLDOUT)/manifest.csv || $(MEDPLUG) sample-data $(HOLDOUT) --cases 12 --seed 1
 
 demo-models: sample-data
 	$(PY) -m medplug.demo train --cohort $(SAMPLE) --models $(MODELS)
 
 demo: demo-models
-	$(PY) -m medplug.demo run --cohort $(SAMPLE) --models $(MODELS)
+	$(PY) -m medplug.demo run --cohort $(HOLDOUT) --models $(MODELS)
 
 test: venv
 	$(PY) -m pytest -q -ra
@@ -60,4 +63,4 @@ bench-serve: venv
 bench: bench-ingest bench-image bench-text bench-fusion bench-batch bench-serve
 
 clean:
-	rm -rf $(VENV) $(SAMPLE) $(MODELS) benchmarks/work
+	rm -rf $(VENV) $(SAMPLE) $(HOLDOUT) $(MODELS) benchmarks/work

@@ -229,10 +229,9 @@ def bench_semisynthetic(data_root: Path) -> list[str]:
     rng = np.random.default_rng(0)
     # Reports: 40% of each class train the report plugin, the rest are paired with images.
     order = rng.permutation(len(reports))
-    text_train = (
-        reports.iloc[order]
-        .groupby("label", group_keys=False)
-        .apply(lambda part: part.iloc[: int(0.4 * len(part))])
+    shuffled = reports.iloc[order]
+    text_train = pd.concat(
+        [part.iloc[: int(0.4 * len(part))] for _, part in shuffled.groupby("label")]
     )
     pairing_pool = reports.drop(index=text_train.index)
     text_csv = work / "iu_text_train.csv"
@@ -300,7 +299,7 @@ def main() -> None:
     torch.set_num_threads(1)  # tiny MLPs: threads only add contention on a shared box
     data_root = shared_data()
     WORK.mkdir(parents=True, exist_ok=True)
-    wanted = args.only.split(",")
+    wanted = [key for key in args.only.split(",") if key]  # "" just rebuilds the table
     sections = {
         "survival": lambda: bench_survival(data_root),
         "generated": bench_generated,

@@ -169,8 +169,8 @@ def synthetic_clinical(
 ) -> list[dict]:
     """Generated clinical fields carrying part of the label signal (not real patients)."""
     records = []
-    for label in labels:
-        shift = signal * (2 * label - 1)
+    for label in np.asarray(labels, dtype=int):  # uint8 labels would wrap 2*0-1 to 255
+        shift = signal * (2 * int(label) - 1)
         smoking = rng.choice(["never", "former", "current"], p=_smoking_p(shift))
         record = {
             "age": float(np.clip(rng.normal(50 + 6 * shift, 14), 1, 95)),

@@ -226,7 +226,8 @@ def main() -> None:
         f"## Series load: {nx}x{ny}x{nz} CT, shuffled file names, InstanceNumber permuted",
         "",
         "Median of the timed calls after one warm-up call, each tool in a fresh process. "
-        "Peak extra = peak RSS during the warm-up call minus the RSS after imports. "
+        "Peak extra = peak RSS during the warm-up call (kernel high-water mark reset after "
+        "imports) minus the RSS before it. "
         "Slice order and HU are checked against the phantom (position is the truth).",
         "",
         *series_table(series, truth),

@@ -1,7 +1,7 @@
 """One ingest tool, timed in its own process: ``python ingest_tools.py TOOL PATH REPEATS``.
 
-A fresh process per tool means ``ru_maxrss`` (the peak resident size) minus
-the baseline taken after imports is that tool's own peak extra memory. The
+A fresh process per tool, with the kernel's peak-RSS mark reset after imports,
+makes the peak resident size minus the baseline that tool's own peak extra memory. The
 first call is a warm-up (its peak is the one reported); the next ``REPEATS``
 calls are timed. Prints one JSON object on stdout.
 """
@@ -22,6 +22,33 @@ import numpy as np
 
 def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def _proc_status_bytes(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss() -> int:
+    """Start a fresh peak: Linux resets VmHWM when 5 is written to clear_refs.
+
+    Returns the resident size now. Without this, a transient peak while importing
+    (torch, MONAI) hides the call's own peak. Falls back to ``ru_maxrss``.
+    """
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return _peak_rss_bytes()
+    return _proc_status_bytes("VmRSS") or _peak_rss_bytes()
+
+
+def _peak_since_reset() -> int:
+    return _proc_status_bytes("VmHWM") or _peak_rss_bytes()
 
 
 def _files(folder: Path) -> list[str]:
@@ -191,11 +218,11 @@ def main(tool: str, path: str, repeats: int) -> dict[str, Any]:
         run = setup(Path(path))
     except ImportError as exc:
         return {"tool": tool, "skipped": f"not importable: {exc}"}
-    baseline = _peak_rss_bytes()
+    baseline = _reset_peak_rss()
     start = time.perf_counter()
     result = run()
     first = time.perf_counter() - start
-    peak_extra = _peak_rss_bytes() - baseline
+    peak_extra = _peak_since_reset() - baseline
     output = describe_output(result)
     del result
     times = []

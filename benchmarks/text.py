@@ -33,19 +33,18 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "plugins"))  # runnable without an editable install too
 
+from medplug.contract import Case  # noqa: E402
+from medplug.evaluation import binary_metrics  # noqa: E402
 from medplug_text.config import preset  # noqa: E402
 from medplug_text.plugin import ReportClassifierPlugin  # noqa: E402
 from medplug_text.training import train_report_model  # noqa: E402
-
-from medplug.contract import Case  # noqa: E402
-from medplug.evaluation import binary_metrics  # noqa: E402
 
 WORK = REPO / "benchmarks" / "work" / "text"
 RESULTS = REPO / "benchmarks" / "results" / "text.md"
 # 2 = the machine's cores. On an oversubscribed shared box set MEDPLUG_BENCH_THREADS=1:
 # two spinning torch threads then burn ~10x the CPU time of one (measured, see text.md).
 THREADS = int(os.environ.get("MEDPLUG_BENCH_THREADS", "2"))
-MLM_EPOCHS = int(os.environ.get("MEDPLUG_BENCH_MLM_EPOCHS", "3"))
+MLM_EPOCHS = int(os.environ.get("MEDPLUG_BENCH_MLM_EPOCHS", "4"))
 # The pretrained backbone is ~40x the compact model: on 2 CPU cores two epochs, top layers only.
 MINILM_EPOCHS = int(os.environ.get("MEDPLUG_BENCH_MINILM_EPOCHS", "2"))
 MINILM_TOP_LAYERS = int(os.environ.get("MEDPLUG_BENCH_MINILM_TOP_LAYERS", "3"))

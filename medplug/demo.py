@@ -20,8 +20,9 @@ import numpy as np
 import typer
 from rich.progress import track
 from rich.table import Table
+from sklearn.metrics import roc_auc_score
 
-from medplug.cli.output import console, medplug_errors_exit
+from medplug.cli.output import console, error_console, medplug_errors_exit
 from medplug.contract import Case, ClinicalValue, Prediction
 from medplug.ingest import load_case
 from medplug.registry import load_plugin
@@ -40,26 +41,19 @@ class DemoModel:
     train_args: tuple[str, ...]
 
 
-def demo_models(cohort: Path) -> list[DemoModel]:
+def demo_models(cohort: Path, models: Path) -> list[DemoModel]:
     """The three built-in plugins' demo models, in training order (fusion needs the others)."""
     manifest = str(cohort / "manifest.csv")
+    image = ("image", "--data", manifest, "--config", "demo")
+    report = ("text", "--data", manifest, "--text-col", "report_text", "--preset", "demo")
+    report += ("--label-names", "no_lesion,lesion")
+    fusion = ("fusion", "--manifest", manifest, "--config", "demo")
+    fusion += ("--image-model", str(models / "image-classifier"))
+    fusion += ("--report-model", str(models / "report-classifier"))
     return [
-        DemoModel("image-classifier", ("image", "--data", manifest, "--config", "demo")),
-        DemoModel(
-            "report-classifier",
-            (
-                "text",
-                "--data",
-                manifest,
-                "--text-col",
-                "report_text",
-                "--label-col",
-                "label",
-                "--config",
-                "demo",
-            ),
-        ),
-        DemoModel(FUSION, ("fusion", "--manifest", manifest, "--config", "demo")),
+        DemoModel("image-classifier", image),
+        DemoModel("report-classifier", report),
+        DemoModel(FUSION, fusion),
     ]
 
 
@@ -69,7 +63,7 @@ def train(
     models: Path = typer.Option(..., help="Folder receiving one model folder per plugin."),
 ) -> None:
     """Train each demonstration model that is not there yet."""
-    for model in demo_models(cohort):
+    for model in demo_models(cohort, models):
         out = models / model.plugin
         if (out / "medplug.json").is_file():
             console.print(f"[green]✓[/] {model.plugin}: model present at {out}")
@@ -77,7 +71,11 @@ def train(
         console.print(f"[bold]Training demo model for {model.plugin}[/] → {out}")
         command = [sys.executable, "-m", "medplug.cli.main", "train", *model.train_args]
         command += ["--out", str(out)]
-        subprocess.run(command, check=True)
+        if subprocess.run(command).returncode != 0:
+            error_console.print(
+                f"[bold red]error:[/] training the {model.plugin} demo model failed"
+            )
+            raise typer.Exit(code=1)
 
 
 def read_manifest(cohort: Path) -> list[dict[str, str]]:
@@ -142,7 +140,7 @@ def run(
     models: Path = typer.Option(..., help="Folder holding the demo models."),
     out: Path = typer.Option(None, help="JSON-lines file for the predictions."),
 ) -> None:
-    """Predict every sample case with the fusion plugin and print the results."""
+    """Predict every case of a cohort with the fusion plugin and print the results."""
     with medplug_errors_exit():
         rows = read_manifest(cohort)
         cases = [case_from_row(cohort, row) for row in track(rows, description="ingest")]
@@ -154,9 +152,12 @@ def run(
     console.print(results_table(rows, predictions))
     truth = np.array([row["label_name"] == "lesion" for row in rows])
     predicted = np.array([p.label == "lesion" for p in predictions])
+    p_lesion = np.array([p.probabilities.get("lesion", np.nan) for p in predictions])
+    auc = roc_auc_score(truth, p_lesion) if 0 < truth.sum() < len(truth) else float("nan")
     console.print(
-        f"{len(rows)} cases, accuracy {np.mean(truth == predicted):.2f} "
-        f"({rows[0]['case_id']} given without its report, {rows[1]['case_id']} without its scan)"
+        f"{len(rows)} held-out cases the demo models never saw: accuracy "
+        f"{np.mean(truth == predicted):.2f}, AUC {auc:.2f} ({rows[0]['case_id']} given "
+        f"without its report, {rows[1]['case_id']} without its scan)"
     )
     out = out or cohort / "predictions.jsonl"
     with out.open("w") as handle:

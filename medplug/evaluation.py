@@ -46,9 +46,15 @@ def bootstrap_auc_ci(
 
 def youden_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
     """Operating point maximising sensitivity + specificity (chosen on validation data)."""
-    fpr, tpr, thresholds = roc_curve(np.asarray(labels).reshape(-1), np.asarray(probs).reshape(-1))
+    fpr, tpr, thresholds = roc_curve(
+        np.asarray(labels).reshape(-1), np.asarray(probs).reshape(-1), drop_intermediate=False
+    )
     best = int(np.argmax(tpr - fpr))
-    return float(np.clip(thresholds[best], 0.0, 1.0))
+    # Any cut between this score and the next lower one scores the same on validation;
+    # the midpoint leaves a margin for new cases instead of sitting on a validation score.
+    upper = min(float(thresholds[best]), 1.0)
+    lower = float(thresholds[best + 1]) if best + 1 < len(thresholds) else upper
+    return float(np.clip((upper + lower) / 2, 0.0, 1.0))
 
 
 def binary_metrics(

@@ -39,7 +39,8 @@ def write_config(folder: Path, config: dict[str, Any], hashed_files: Iterable[st
     config = dict(config)
     config["file_sha256"] = {name: sha256_file(folder / name) for name in sorted(hashed_files)}
     path = folder / CONFIG_NAME
-    path.write_text(json.dumps(config, indent=2, sort_keys=True, default=_json_default) + "\n")
+    # Key order is kept as written: plugins may rely on the order of a mapping.
+    path.write_text(json.dumps(config, indent=2, default=_json_default) + "\n")
     return path
 
 

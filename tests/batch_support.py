@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
-import textwrap
 from pathlib import Path
+
+from plugin_distribution import install_plugin_distribution
 
 INTENSITY_PLUGIN = '''
 import json
@@ -75,30 +75,14 @@ class MeanIntensityPlugin(Plugin):
 
 def install_intensity_plugin(root: Path) -> Path:
     """Build and install the plugin distribution into ``root/site``; returns that folder."""
-    site = root / "site"
-    project = root / "project"
-    (project / "acme_intensity").mkdir(parents=True, exist_ok=True)
-    (project / "acme_intensity" / "__init__.py").write_text(INTENSITY_PLUGIN)
-    (project / "pyproject.toml").write_text(
-        textwrap.dedent("""
-        [build-system]
-        requires = ["setuptools>=61"]
-        build-backend = "setuptools.build_meta"
-        [project]
-        name = "acme-medplug-intensity"
-        version = "1.2.0"
-        [project.entry-points."medplug.plugins"]
-        mean-intensity = "acme_intensity:MeanIntensityPlugin"
-        [tool.setuptools]
-        packages = ["acme_intensity"]
-        """)
+    return install_plugin_distribution(
+        root,
+        "acme-medplug-intensity",
+        "acme_intensity",
+        INTENSITY_PLUGIN,
+        {"mean-intensity": "acme_intensity:MeanIntensityPlugin"},
+        version="1.2.0",
     )
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(site), str(project)],
-        check=True,
-    )  # fmt: skip
-    return site
 
 
 def intensity_model(folder: Path, centre: float = 0.0, scale: float = 50.0) -> Path:

@@ -311,3 +311,23 @@ def test_evaluate_writes_auc_with_ci_and_plots(fused_setup, tmp_path) -> None:
     assert metrics["n"] == 32
     assert (out / "roc.png").is_file() and (out / "reliability.png").is_file()
     assert "auc" in result.output
+
+
+def test_survival_evaluate_writes_c_index_with_ci(survival_plugin, gbsg_split, tmp_path) -> None:
+    _, folder = survival_plugin
+    test = gbsg_split[1].rename(columns={"time": "duration", "cens": "event"})
+    test.insert(0, "case_id", [f"t{i}" for i in range(len(test))])
+    test.to_csv(tmp_path / "test.csv", index=False)
+    medplug_cli(
+        "evaluate",
+        "--model",
+        str(folder),
+        "--data",
+        str(tmp_path / "test.csv"),
+        "--out",
+        str(tmp_path / "eval"),
+    )
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    low, high = metrics["c_index_ci95"]
+    assert 0.5 < low <= metrics["c_index"] <= high
+    assert (tmp_path / "eval" / "km_by_risk.png").is_file()

@@ -33,3 +33,10 @@ def test_pickle_only_folder_is_refused(tmp_path: Path) -> None:
     (tmp_path / "medplug.json").write_text('{"plugin": "x"}')
     with pytest.raises(ModelFileError, match="pickle files.*model.pt"):
         load_model_folder(tmp_path)
+
+
+def test_config_keeps_mapping_order(tmp_path: Path) -> None:
+    """Plugins rebuild networks from mappings in saved order (fusion's modality order)."""
+    save_model_folder(tmp_path, {"w": torch.zeros(1)}, {"dims": {"image": 8, "clinical": 3}})
+    _, config = load_model_folder(tmp_path)
+    assert list(config["dims"]) == ["image", "clinical"]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+from plugin_distribution import install_plugin_distribution
 
 from medplug.errors import PluginError, PluginNotFoundError
 from medplug.registry import discover, load_plugin, plugin_class
@@ -49,55 +49,21 @@ def third_party_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Build and install two real distributions into a private target folder:
     a working plugin and one whose import fails."""
     root = tmp_path_factory.mktemp("third_party")
-    site = root / "site"
-    packages = {
-        "good": (
-            "acme-medplug-report-length",
-            "acme_report_length",
-            THIRD_PARTY_PLUGIN,
-            'report-length = "acme_report_length:ReportLengthPlugin"',
-        ),
-        "broken": (
-            "acme-medplug-broken",
-            "acme_broken",
-            "import a_module_that_does_not_exist\n",
-            'broken-plugin = "acme_broken:Nothing"',
-        ),
-    }
-    for folder, (dist, module, source, entry) in packages.items():
-        project = root / folder
-        (project / module).mkdir(parents=True)
-        (project / module / "__init__.py").write_text(source)
-        (project / "pyproject.toml").write_text(
-            textwrap.dedent(f'''
-            [build-system]
-            requires = ["setuptools>=61"]
-            build-backend = "setuptools.build_meta"
-            [project]
-            name = "{dist}"
-            version = "0.3"
-            [project.entry-points."medplug.plugins"]
-            {entry}
-            [tool.setuptools]
-            packages = ["{module}"]
-        ''')
-        )
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--no-deps",
-                "--no-build-isolation",
-                "--target",
-                str(site),
-                str(project),
-            ],
-            check=True,
-        )
-    return site
+    install_plugin_distribution(
+        root,
+        "acme-medplug-report-length",
+        "acme_report_length",
+        THIRD_PARTY_PLUGIN,
+        {"report-length": "acme_report_length:ReportLengthPlugin"},
+        version="0.3",
+    )
+    return install_plugin_distribution(
+        root,
+        "acme-medplug-broken",
+        "acme_broken",
+        "import a_module_that_does_not_exist\n",
+        {"broken-plugin": "acme_broken:Nothing"},
+    )
 
 
 @pytest.fixture

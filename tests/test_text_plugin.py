@@ -11,10 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from medplug_text.chunking import make_chunks, window_starts
-from medplug_text.inference import WindowSettings
-from medplug_text.plugin import ReportClassifierPlugin
-from medplug_text.reports import extract_sections, prepare_report
 from typer.testing import CliRunner
 
 from medplug.cli.main import app
@@ -22,6 +18,10 @@ from medplug.contract import Case
 from medplug.errors import ModelFileError
 from medplug.phi import PLACEHOLDER, PhiScrubFilter, scrub
 from medplug.registry import load_plugin
+from medplug_text.chunking import make_chunks, window_starts
+from medplug_text.inference import WindowSettings
+from medplug_text.plugin import ReportClassifierPlugin
+from medplug_text.reports import extract_sections, prepare_report
 
 NORMAL = [
     "Heart size is normal.",
@@ -124,7 +124,8 @@ def test_predicts_calibrated_probabilities_and_embedding(plugin: ReportClassifie
         [Case("a", report="Cardiomegaly is present."), Case("empty", report="  ")]
     )
     assert [p.case_id for p in batch] == ["a", "empty"]
-    assert batch[0].probabilities and batch[1].label is None and batch[1].warnings
+    assert batch[0].probabilities and not batch[0].failed
+    assert batch[1].failed and batch[1].label is None and "report" in batch[1].error["message"]
 
 
 def test_tokenizer_and_model_round_trip(plugin: ReportClassifierPlugin, tmp_path: Path) -> None:

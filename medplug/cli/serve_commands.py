@@ -1,9 +1,83 @@
-"""CLI commands for this area; filled in by its issue."""
+"""``medplug serve``: the REST API and web page for viewers, under uvicorn."""
 
 from __future__ import annotations
 
+import logging
+import os
+from pathlib import Path
+
 import typer
+
+from medplug.cli.output import console, error_console
+from medplug.serve.settings import LOOPBACK, ServeConfigError, ServeSettings, read_token
+
+
+def serve(
+    host: str = typer.Option("0.0.0.0", help="Address to bind (forced to 127.0.0.1 if insecure)."),
+    port: int = typer.Option(8000, help="TCP port."),
+    token_file: Path = typer.Option(
+        None, "--token-file", help="File holding the bearer token (else $MEDPLUG_SERVE_TOKEN)."
+    ),
+    insecure_local: bool = typer.Option(
+        False, "--insecure-local", help="No token; binds 127.0.0.1 only (for a local browser)."
+    ),
+    models: Path = typer.Option(
+        None, "--models", help="Folder of model folders, one per plugin (else $MEDPLUG_MODELS)."
+    ),
+    workers: int = typer.Option(1, help="Predictions run at once (threads)."),
+    queue: int = typer.Option(16, help="Predictions that may wait; more are answered 503."),
+    max_upload_mb: int = typer.Option(512, help="Largest request body, MiB (413 above)."),
+    max_files: int = typer.Option(1000, help="Most files per upload or zip (413 above)."),
+    timeout: float = typer.Option(300.0, help="Seconds before a request is answered 504."),
+    dicomweb_url: str = typer.Option(
+        None, "--dicomweb-url", help="DICOMweb server that study_uid requests fetch from."
+    ),
+) -> None:
+    """Serve the REST API (OpenAPI at /docs) and the web page at /."""
+    import uvicorn
+
+    from medplug.serve import create_app
+
+    try:
+        token = None if insecure_local else read_token(token_file)
+        settings = ServeSettings(
+            token=token,
+            models_dir=models,
+            max_upload_bytes=max_upload_mb * 1024**2,
+            max_files=max_files,
+            request_timeout_s=timeout,
+            workers=workers,
+            queue_size=queue,
+            dicomweb_url=dicomweb_url,
+            insecure_local=insecure_local,
+        )
+    except ServeConfigError as exc:
+        error_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(code=2) from None
+    if insecure_local and host != LOOPBACK:
+        console.print(f"--insecure-local: binding {LOOPBACK} only, not {host}")
+        host = LOOPBACK
+    _share_cores(workers)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    console.print(f"medplug serve on http://{host}:{port}/ (API docs at /docs)")
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        access_log=False,  # uvicorn's log has query strings; medplug.serve.access does not
+        timeout_keep_alive=5,
+        log_level="info",
+    )
+
+
+def _share_cores(workers: int) -> None:
+    """Give each worker thread its share of the cores, so N parallel torch models do
+    not each start one thread per core and fight over them."""
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to app."""
+    app.command(name="serve")(serve)

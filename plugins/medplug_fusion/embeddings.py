@@ -16,7 +16,7 @@ import numpy as np
 
 from medplug.contract import Case, Plugin
 from medplug.errors import MedplugError, PluginError
-from medplug.registry import load_plugin
+from medplug.registry import default_model_dir, load_plugin
 
 INPUT_KIND = {"image": "image", "report": "text"}
 WHAT_IS_MISSING = {"image": "no image", "report": "no report"}
@@ -39,8 +39,11 @@ class EmbeddingSource:
             raise PluginError(f"fusion has no embedding modality {modality!r}")
         self.modality = modality
         self.plugin_name = plugin_name
-        self.model_dir = Path(model_dir) if model_dir is not None else None
-        self.plugin: Plugin = load_plugin(plugin_name, model_dir)
+        # Resolved now so the fusion model folder can copy exactly what it was trained with.
+        self.model_dir = (
+            Path(model_dir) if model_dir is not None else default_model_dir(plugin_name)
+        )
+        self.plugin: Plugin = load_plugin(plugin_name, self.model_dir)
         self.dim: int | None = None
 
     def embed(self, cases: Sequence[Case]) -> EmbeddedBatch:

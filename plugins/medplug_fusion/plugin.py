@@ -294,9 +294,11 @@ class FusionPlugin(Plugin):
         tensors = load_file(str(folder / WEIGHTS_NAME))
         config = FusionConfig.from_dict(saved["fusion_config"])
         n_outputs = 1 if config.task == "survival" else len(saved["labels"])
+        # The trunk concatenates modalities in training order, so rebuild in that order.
+        dims = {modality: saved["modality_dims"][modality] for modality in saved["modalities"]}
         members = [
             FusionNet(
-                saved["modality_dims"],
+                dims,
                 n_outputs,
                 config.projection_dim,
                 config.hidden_dim,

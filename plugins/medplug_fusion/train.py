@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from medplug_fusion.config import SourceConfig
 
 
 def train_command(
@@ -16,12 +20,11 @@ def train_command(
         help="CSV: case_id, image, report, clinical columns, label (or duration and event).",
     ),
     out: Path = typer.Option(..., "--out", file_okay=False, help="Model folder to write."),
-    config: Path = typer.Option(
+    config: str = typer.Option(
         None,
         "--config",
-        exists=True,
-        dir_okay=False,
-        help="JSON fusion config: task, image/text plugins, fields, ...",
+        help="Preset (demo, classification, survival) or JSON file: task, image/report "
+        "plugins, clinical fields, network size.",
     ),
     image_plugin: str = typer.Option(None, "--image-plugin", help="Override config: plugin name."),
     image_model: Path = typer.Option(None, "--image-model", help="Its model folder."),
@@ -30,18 +33,14 @@ def train_command(
 ) -> None:
     """Train a fusion model (classification or Cox survival) on image + report + clinical."""
     from medplug.cli.output import console, medplug_errors_exit
-    from medplug_fusion.config import FusionConfig, SourceConfig
+    from medplug_fusion.config import FusionConfig
     from medplug_fusion.fit import fit_fusion
     from medplug_fusion.manifest import read_manifest
 
     with medplug_errors_exit():
         settings = FusionConfig.from_preset_or_file(config) if config else FusionConfig()
-        if image_plugin:
-            settings.image = SourceConfig(image_plugin, str(image_model) if image_model else None)
-        if report_plugin:
-            settings.report = SourceConfig(
-                report_plugin, str(report_model) if report_model else None
-            )
+        settings.image = _override(settings.image, image_plugin, image_model)
+        settings.report = _override(settings.report, report_plugin, report_model)
         fields = list(settings.clinical_fields) or None
         data = read_manifest(manifest, fields, settings.task)
         if data.label_names and not settings.labels:
@@ -53,3 +52,19 @@ def train_command(
     console.print(
         f"fusion model ({settings.task}, modalities {plugin.model.modalities}) written to {out}"
     )
+
+
+def _override(
+    source: SourceConfig | None, plugin: str | None, model: Path | None
+) -> SourceConfig | None:
+    """Apply ``--*-plugin`` / ``--*-model``: either one alone changes only itself."""
+    from medplug_fusion.config import SourceConfig
+
+    if plugin is None and model is None:
+        return source
+    if plugin is None and source is None:
+        raise typer.BadParameter("a model folder was given without a plugin to load it")
+    name = plugin or source.plugin
+    keep_dir = source is not None and plugin in (None, source.plugin)
+    model_dir = str(model) if model is not None else (source.model_dir if keep_dir else None)
+    return SourceConfig(name, model_dir)

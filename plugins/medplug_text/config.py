@@ -15,7 +15,7 @@ class TrainConfig:
     """Everything that shapes a trained report model; stored in its ``medplug.json``."""
 
     epochs: int = 8
-    learning_rate: float = 1e-3
+    learning_rate: float = 5e-4  # 1e-3 overfit sooner (IU validation AUC 0.987 vs 0.990)
     batch_size: int = 32
     weight_decay: float = 0.01
     warmup_fraction: float = 0.1
@@ -38,7 +38,7 @@ class TrainConfig:
 
 PRESETS: dict[str, TrainConfig] = {
     # Compact BERT trained from scratch: ~0.6 M parameters, minutes on 2 cores.
-    "default": TrainConfig(epochs=6, mlm_epochs=0),
+    "default": TrainConfig(),
     # The demonstration model on the generated sample cohort: seconds.
     "demo": TrainConfig(
         epochs=30,

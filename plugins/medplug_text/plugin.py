@@ -254,14 +254,13 @@ class ReportClassifierPlugin(Plugin):
             "sections": list(self.sections) if self.sections else None,
         }
 
-    def _failed(self, case: Case, error: Exception) -> Prediction:
-        return Prediction(
-            plugin=self.name,
-            plugin_version=__version__,
-            case_id=case.case_id,
-            label=None,
-            warnings=[scrub(str(error))],
-        )
+    def _failed(self, case: Case, error: MedplugError) -> Prediction:
+        """The contract's failed Prediction, its messages PHI-scrubbed for good measure."""
+        prediction = self.failed_prediction(case, error)
+        prediction.warnings = [scrub(warning) for warning in prediction.warnings]
+        if prediction.error is not None:
+            prediction.error = {key: scrub(value) for key, value in prediction.error.items()}
+        return prediction
 
     # ------------------------------------------------------------------ evaluating
 

@@ -1,0 +1,293 @@
+"""The FastAPI application: health, plugin list, predict, and the web page.
+
+``POST /predict/{plugin}`` takes a multipart form: ``files`` (DICOM files, one zip
+of a series, or one NIfTI) or ``study_uid`` (+ ``series_uid``) to fetch from the
+configured DICOMweb server; optional ``report`` text and ``clinical`` JSON.
+``?output=`` picks the answer: ``json`` (the Prediction), ``sr`` (a DICOM
+Structured Report), ``heatmap`` (PNG of the Grad-CAM over a slice) or ``viewer``
+(Prediction plus that PNG, for the web page).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+import tempfile
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import medplug
+from medplug.contract import Case, Prediction
+from medplug.errors import MedplugError, ModelFileError, PluginNotFoundError
+from medplug.registry import discover
+from medplug.serve.auth import require_token
+from medplug.serve.dicomweb import check_uid, fetch_study
+from medplug.serve.guard import Admission, RequestGuard
+from medplug.serve.render import heatmap_on_image_grid, overlay_png
+from medplug.serve.service import PredictionService
+from medplug.serve.settings import ServeSettings
+from medplug.serve.structured_report import structured_report
+from medplug.serve.uploads import Upload, UploadLimits, save_uploads
+
+log = logging.getLogger("medplug.serve")
+STATIC = Path(__file__).parent / "static"
+MAX_TEXT_FIELD = 256 * 1024
+TEMP_UPLOAD = re.compile(re.escape(tempfile.gettempdir()) + r"/medplug-serve-[^/\s]+/input")
+Output = Literal["json", "sr", "heatmap", "viewer"]
+
+PREDICT_FORM_SCHEMA = {
+    "requestBody": {
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "files": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "DICOM files of one series, one zip of a series, "
+                            "or one NIfTI (.nii/.nii.gz).",
+                        },
+                        "study_uid": {
+                            "type": "string",
+                            "description": "Instead of files: a study on the configured "
+                            "DICOMweb server.",
+                        },
+                        "series_uid": {"type": "string"},
+                        "report": {"type": "string", "description": "Radiology report text."},
+                        "clinical": {
+                            "type": "string",
+                            "description": 'Clinical fields as JSON, e.g. {"age": 61}.',
+                        },
+                    },
+                }
+            }
+        }
+    }
+}
+
+
+def create_app(settings: ServeSettings) -> FastAPI:
+    """Build the application; nothing is loaded until the first request needs it."""
+    service = PredictionService(settings)
+    admission = Admission(settings.max_pending)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
+        yield
+        service.shutdown()
+
+    app = FastAPI(
+        title="medplug",
+        version=medplug.__version__,
+        description="Run medplug plugins on DICOM/NIfTI studies. Research use only.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.service = service
+    app.state.admission = admission
+    app.add_middleware(
+        RequestGuard,
+        max_body_bytes=settings.max_upload_bytes,
+        timeout_s=settings.request_timeout_s,
+        admission=admission,
+    )
+    app.add_exception_handler(MedplugError, _medplug_error)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        """Liveness and load; needs no token so load balancers can call it."""
+        return {
+            "status": "ok",
+            "auth": settings.token is not None,
+            "workers": settings.workers,
+            "pending": admission.count,
+            "max_pending": admission.limit,
+        }
+
+    @app.get("/plugins", dependencies=[Depends(require_token)])
+    async def plugins() -> list[dict[str, Any]]:
+        """Installed plugins with their infos and whether a model folder is present."""
+        answer = []
+        for entry in discover():
+            info = entry.describe() if entry.ok else None
+            model_dir = service.model_dir(entry.name)
+            if model_dir is None:
+                from medplug.registry import default_model_dir
+
+                model_dir = default_model_dir(entry.name)
+            answer.append(
+                {
+                    "name": entry.name,
+                    "distribution": entry.distribution,
+                    "ok": entry.ok,
+                    "error": entry.error,
+                    "model_available": model_dir.is_dir(),
+                    "info": info.to_dict() if info else None,
+                }
+            )
+        return answer
+
+    @app.post(
+        "/predict/{plugin}",
+        dependencies=[Depends(require_token)],
+        openapi_extra=PREDICT_FORM_SCHEMA,
+        responses={
+            200: {
+                "content": {
+                    "application/json": {},
+                    "application/dicom": {},
+                    "image/png": {},
+                },
+                "description": "The prediction, as JSON, DICOM SR or heatmap PNG (?output=).",
+            },
+            413: {"description": "Upload over the size or file-count limit."},
+            503: {"description": "Too many predictions queued."},
+        },
+    )
+    async def predict(
+        plugin: str,
+        request: Request,
+        output: Output = Query("json", description="json, sr, heatmap or viewer"),
+        slice_index: int | None = Query(
+            None, alias="slice", description="Slice for the heatmap PNG (default: hottest)."
+        ),
+    ) -> Response:
+        """Predict one study with ``plugin``."""
+        form = await _read_form(request, settings)
+        report = _text_field(form, "report")
+        clinical = _clinical(_text_field(form, "clinical"))
+        study_uid = _text_field(form, "study_uid")
+        series_uid = _text_field(form, "series_uid")
+        uploads = [
+            Upload(part.file, part.filename)
+            for key in ("files", "file")
+            for part in form.getlist(key)
+            if isinstance(part, UploadFile)
+        ]
+        if study_uid and uploads:
+            raise HTTPException(400, "send either files or a study_uid, not both")
+        if study_uid and not settings.dicomweb_url:
+            raise HTTPException(400, "this server has no DICOMweb source (--dicomweb-url)")
+        if study_uid:
+            check_uid(study_uid, "study_uid")
+        if series_uid:
+            check_uid(series_uid, "series_uid")
+
+        def job() -> Response:
+            with tempfile.TemporaryDirectory(prefix="medplug-serve-") as tmp:
+                folder = Path(tmp) / "input"
+                if study_uid:
+                    assert settings.dicomweb_url is not None
+                    path = fetch_study(
+                        settings.dicomweb_url, study_uid, series_uid, folder, settings.max_files
+                    )
+                else:
+                    limits = UploadLimits(settings.max_files, settings.max_unzipped_bytes)
+                    path = save_uploads(uploads, folder, limits)
+                case, prediction = service.predict_path(plugin, path, report, clinical)
+                return _answer(output, case, prediction, slice_index, path)
+
+        ticket = getattr(request.state, "admission_ticket", None)
+        try:
+            return await service.run(ticket, job)
+        finally:
+            await form.close()
+
+    return app
+
+
+async def _read_form(request: Request, settings: ServeSettings) -> Any:
+    try:
+        return await request.form(
+            max_files=settings.max_files + 1, max_fields=16, max_part_size=MAX_TEXT_FIELD
+        )
+    except StarletteHTTPException as exc:  # what the multipart parser raises
+        if exc.status_code == 400 and "Too many files" in str(exc.detail):
+            raise HTTPException(
+                413, f"more than {settings.max_files} files uploaded; send a zip or fewer files"
+            ) from None
+        raise
+
+
+def _text_field(form: Any, name: str) -> str | None:
+    value = form.get(name)
+    if value is None or isinstance(value, UploadFile):
+        return None
+    return str(value).strip() or None
+
+
+def _clinical(raw: str | None) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise HTTPException(422, f"clinical is not valid JSON ({exc.msg})") from None
+    if not isinstance(data, dict) or not all(
+        isinstance(value, int | float | str) or value is None for value in data.values()
+    ):
+        raise HTTPException(422, "clinical must be a JSON object of numbers, strings or null")
+    return data
+
+
+def scrub_paths(message: str) -> str:
+    """Show the server's temporary upload folder as ``upload`` in messages to clients."""
+    return TEMP_UPLOAD.sub("upload", message)
+
+
+def _answer(
+    output: str, case: Case, prediction: Prediction, slice_index: int | None, input_path: Path
+) -> Response:
+    if output == "json":
+        return JSONResponse(prediction.to_json())
+    if output == "sr":
+        return Response(
+            structured_report(case, prediction, input_path), media_type="application/dicom"
+        )
+    image = case.image
+    has_heatmap = prediction.explanation is not None and prediction.explanation.heatmap is not None
+    if output == "heatmap":
+        if image is None:
+            raise HTTPException(400, "the heatmap needs an image input")
+        png, used_slice = overlay_png(image, heatmap_on_image_grid(prediction, image), slice_index)
+        return Response(png, media_type="image/png", headers={"x-slice": str(used_slice)})
+    payload = prediction.to_json()
+    overlay = None
+    if image is not None and has_heatmap:
+        png, used_slice = overlay_png(image, heatmap_on_image_grid(prediction, image), slice_index)
+        payload["explanation"]["heatmap"] = None  # the page shows the PNG instead
+        overlay = {
+            "png_base64": base64.b64encode(png).decode("ascii"),
+            "slice": used_slice,
+            "slices": image.array.shape[2] if image.array.ndim >= 3 else 1,
+            # Row spacing / column spacing, so the page draws square millimetres.
+            "pixel_aspect": image.spacing[1] / image.spacing[0],
+        }
+    return JSONResponse({"prediction": payload, "overlay": overlay})
+
+
+async def _medplug_error(request: Request, exc: Exception) -> JSONResponse:
+    status = 422
+    if isinstance(exc, PluginNotFoundError):
+        status = 404
+    elif isinstance(exc, ModelFileError):
+        status = 503
+    log.info("request refused: %s", type(exc).__name__)
+    return JSONResponse(
+        {"detail": scrub_paths(str(exc)), "error": type(exc).__name__}, status_code=status
+    )

@@ -1,0 +1,80 @@
+"""Load plugins once and run predictions on a bounded pool of worker threads.
+
+Reading the study (``medplug.ingest``) and the model call both run in the pool,
+so the event loop only moves bytes and a slow study never blocks ``/health``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from medplug.contract import Case, Plugin, Prediction
+from medplug.errors import PluginError
+from medplug.registry import load_plugin
+from medplug.serve.guard import Ticket
+from medplug.serve.settings import ServeSettings
+
+T = TypeVar("T")
+
+
+class PredictionService:
+    """Plugins cached by name and a fixed number of worker threads."""
+
+    def __init__(self, settings: ServeSettings) -> None:
+        self.settings = settings
+        self.executor = ThreadPoolExecutor(settings.workers, thread_name_prefix="medplug-predict")
+        self._plugins: dict[str, Plugin] = {}
+        self._lock = threading.Lock()
+
+    def model_dir(self, name: str) -> Path | None:
+        return self.settings.models_dir / name if self.settings.models_dir else None
+
+    def plugin(self, name: str) -> Plugin:
+        """The loaded plugin ``name``; loaded once, then shared by all requests."""
+        with self._lock:
+            if name not in self._plugins:
+                self._plugins[name] = load_plugin(name, self.model_dir(name))
+            return self._plugins[name]
+
+    def predict_path(
+        self, name: str, path: Path, report: str | None, clinical: dict[str, Any]
+    ) -> tuple[Case, Prediction]:
+        """Read the study at ``path`` and predict it (runs in a worker thread)."""
+        from medplug.ingest import load_case
+
+        plugin = self.plugin(name)
+        case_id = f"upload-{uuid.uuid4().hex[:8]}"
+        case = load_case(path, case_id=case_id, report=report, clinical=clinical or None)
+        prediction = plugin.predict(case)
+        if prediction.failed:  # a plugin may hand back a failed Prediction instead of raising
+            raise PluginError(prediction.error["message"] if prediction.error else "failed")
+        return case, prediction
+
+    async def run(self, ticket: Ticket | None, function: Callable[..., T], *args: Any) -> T:
+        """Run ``function`` in the pool; the admission ticket is released when it finishes."""
+
+        def job() -> T:
+            try:
+                return function(*args)
+            finally:
+                if ticket is not None:
+                    ticket.release()
+
+        if ticket is not None:
+            ticket.held_by_job = True
+        future = self.executor.submit(job)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            if future.cancelled() and ticket is not None:  # timed out while still queued
+                ticket.release()
+            raise
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
