@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from medplug.errors import DataError
+from medplug.strict_config import config_from_dict
 
 Task = Literal["classification", "survival"]
 
@@ -69,11 +70,7 @@ class FusionConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FusionConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise DataError(f"unknown fusion config key(s) {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        return config_from_dict(cls, data, "fusion config key(s)")
 
     @classmethod
     def from_preset_or_file(cls, name_or_path: str | Path) -> FusionConfig:

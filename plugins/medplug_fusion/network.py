@@ -9,8 +9,13 @@ Shapley contributions) asks a question the model was trained to answer.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from medplug_fusion.config import FusionConfig
 
 
 class FusionNet(nn.Module):
@@ -67,3 +72,15 @@ def drop_modalities(
         return present
     keep = torch.rand(present.shape, generator=generator) >= rate
     return present * keep.to(present.dtype)
+
+
+def build_network(modality_dims: dict[str, int], n_outputs: int, config: FusionConfig) -> FusionNet:
+    """One ensemble member sized by ``config``: the same call trains it and reloads it."""
+    return FusionNet(
+        modality_dims,
+        n_outputs,
+        config.projection_dim,
+        config.hidden_dim,
+        config.depth,
+        config.dropout,
+    )

@@ -19,7 +19,7 @@ from medplug_fusion.config import FusionConfig
 from medplug_fusion.embeddings import EmbeddingSource
 from medplug_fusion.features import CaseFeaturizer
 from medplug_fusion.model import FusionEnsemble, FusionInputs, FusionModel
-from medplug_fusion.network import FusionNet
+from medplug_fusion.network import build_network
 
 VERSION = "0.1.0"
 INPUT_KIND = {"image": "image", "report": "text", "clinical": "tabular"}
@@ -296,17 +296,7 @@ class FusionPlugin(Plugin):
         n_outputs = 1 if config.task == "survival" else len(saved["labels"])
         # The trunk concatenates modalities in training order, so rebuild in that order.
         dims = {modality: saved["modality_dims"][modality] for modality in saved["modalities"]}
-        members = [
-            FusionNet(
-                dims,
-                n_outputs,
-                config.projection_dim,
-                config.hidden_dim,
-                config.depth,
-                config.dropout,
-            )
-            for _ in range(saved["ensemble"])
-        ]
+        members = [build_network(dims, n_outputs, config) for _ in range(saved["ensemble"])]
         network = FusionEnsemble(members)
         network.load_state_dict(
             {k.removeprefix("net."): v for k, v in tensors.items() if k.startswith("net.")}

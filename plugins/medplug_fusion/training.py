@@ -19,7 +19,7 @@ from medplug.errors import DataError
 from medplug.evaluation import youden_threshold
 from medplug_fusion.config import FusionConfig
 from medplug_fusion.model import FusionEnsemble, FusionInputs, FusionModel
-from medplug_fusion.network import FusionNet, drop_modalities
+from medplug_fusion.network import FusionNet, build_network, drop_modalities
 from medplug_fusion.survival import (
     breslow_baseline,
     check_survival_targets,
@@ -76,14 +76,7 @@ def fit_model(
                 {**config.to_dict(), "seed": config.seed + member}
             )
             train_idx, val_idx = split_indices(len(inputs), member_config, None)
-        net = FusionNet(
-            dims,
-            n_outputs,
-            config.projection_dim,
-            config.hidden_dim,
-            config.depth,
-            config.dropout,
-        )
+        net = build_network(dims, n_outputs, config)
         members.append(
             _train_member(
                 net, config, inputs, train_idx, val_idx, labels, durations, events, member

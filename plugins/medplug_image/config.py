@@ -8,11 +8,12 @@ that training used.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from medplug.errors import DataError
+from medplug.strict_config import config_from_dict
 
 
 @dataclass
@@ -91,11 +92,7 @@ class ImageModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ImageModelConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise DataError(f"unknown image config fields {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        return config_from_dict(cls, data, "image config fields")
 
     @classmethod
     def from_file(cls, path: str | Path) -> ImageModelConfig:
