@@ -9,32 +9,29 @@ journal record, ``ok``, ``partial`` (some plugins failed) or ``error``.
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
 
 import medplug
 from medplug.batch.deidentify import (
     PseudonymMap,
-    deidentify,
     deidentify_provenance,
     scrub_token_attributions,
 )
 from medplug.batch.destinations import Destination
-from medplug.batch.heatmap_sc import build_heatmap_sc, peak_slice
+from medplug.batch.dicom_outputs import DicomOutputJob, DicomOutputResult, write_dicom_outputs
+from medplug.batch.heatmap_sc import peak_slice
 from medplug.batch.identifiers import StudyLabeller
 from medplug.batch.journal import Journal, StudyEntry
 from medplug.batch.loading import LoadedStudy, error_info
 from medplug.batch.outputs import OutputFolder
-from medplug.batch.sr import SrIdentity, build_sr
+from medplug.batch.sr import SrIdentity
 from medplug.contract import Case, Plugin, Prediction
 from medplug.phi import scrub
 
@@ -65,11 +62,14 @@ class StudyOutcome:
     heatmap_slices: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     def release_pixels(self, keep_heatmaps: bool) -> None:
-        """Keep what the writer needs (each heatmap's peak slice), drop the volumes.
+        """Keep what the writer needs (each heatmap's peak slice), drop the arrays.
 
         A decoded CT is hundreds of MB and so is a heatmap over it; the batches
         waiting for the writer must not hold them, or memory grows with the queue.
+        Embeddings were for the plugins run after (fusion); outputs never carry them.
         """
+        for prediction in self.predictions:
+            prediction.embedding = None
         case = self.loaded.case
         if case is not None and case.image is not None:
             self.series_uid = case.image.series_uid
@@ -131,7 +131,9 @@ class StudyProcessor:
         settings: ProcessorSettings,
         destination: Destination | None = None,
         pseudonyms: PseudonymMap | None = None,
+        output_pool: Executor | None = None,
     ) -> None:
+        """``output_pool``: processes that build and write the DICOM objects (else inline)."""
         if settings.deidentify and pseudonyms is None:
             raise ValueError("de-identification needs a pseudonym map")
         self.plugins = list(plugins)
@@ -141,6 +143,7 @@ class StudyProcessor:
         self.settings = settings
         self.destination = destination
         self.pseudonyms = pseudonyms
+        self.output_pool = output_pool
 
     def process(self, loaded: Sequence[LoadedStudy]) -> list[dict[str, Any]]:
         """Predict, write and record every study in ``loaded``; returns their records."""
@@ -163,27 +166,67 @@ class StudyProcessor:
         The files are written before the commit: a study killed in between is
         redone with the same SR UIDs, so it still appears exactly once.
         """
-        records = [self._outputs(outcome) for outcome in outcomes]
+        jobs = [self._output_job(outcome) for outcome in outcomes]
+        if self.output_pool is not None:
+            futures = [
+                self.output_pool.submit(write_dicom_outputs, job) if job else None for job in jobs
+            ]
+            written = [future.result() if future else None for future in futures]
+        else:
+            written = [write_dicom_outputs(job) if job else None for job in jobs]
+        records = [
+            self._finish_one(outcome, result)
+            for outcome, result in zip(outcomes, written, strict=True)
+        ]
         self.journal.finish_many((o.entry.key, r) for o, r in zip(outcomes, records, strict=True))
         self.output.append_results(records)
         for outcome, record in zip(outcomes, records, strict=True):
             self._log(outcome, record)
         return records
 
-    def _outputs(self, outcome: StudyOutcome) -> dict[str, Any]:
+    def _output_job(self, outcome: StudyOutcome) -> DicomOutputJob | None:
+        """What the study's SR and SCs need, or None when there is nothing to write."""
+        if not outcome.predictions or not outcome.loaded.evidence:
+            return None
+        entry, settings = outcome.entry, self.settings
+        push = "none"
+        if self.destination is not None:
+            push = "deidentified" if settings.push_deidentified else "original"
+        return DicomOutputJob(
+            study=self.labeller.hash(entry.key),
+            predictions=outcome.predictions,
+            evidence=outcome.loaded.evidence,
+            output_root=self.output.root,
+            sr_identity=SrIdentity(entry.sr_series_uid, entry.sr_sop_uid)
+            if settings.write_sr
+            else None,
+            sc_series_uid=entry.sc_series_uid,
+            sc_sop_seed=entry.sc_sop_uid,
+            heatmap_slices=outcome.heatmap_slices,
+            pseudonym_map=self.pseudonyms.path if settings.deidentify and self.pseudonyms else None,
+            push=push,
+        )
+
+    def _finish_one(
+        self, outcome: StudyOutcome, written: DicomOutputResult | None
+    ) -> dict[str, Any]:
+        """Push what was written (from this process: one connection), then the record."""
         started = time.perf_counter()
         study = self.labeller.hash(outcome.entry.key)
         files: dict[str, str] = {}
         pushed = None
-        if outcome.predictions and outcome.loaded.evidence:
-            try:
-                objects = self._dicom_objects(outcome, study, files)
-                if self.destination is not None:
-                    self.destination.send(objects)
+        if written is not None:
+            files = written.files
+            if written.error is not None:
+                outcome.errors.append(written.error)
+            elif self.destination is not None:
+                try:
+                    self.destination.send(written.to_push)
                     pushed = self.destination.description
-            except Exception as exc:  # a failed write/push is this study's error only
-                outcome.errors.append(error_info("output", exc))
-        return self._record(outcome, study, files, pushed, time.perf_counter() - started)
+                except Exception as exc:  # a failed push is this study's error only
+                    outcome.errors.append(error_info("output", exc))
+        write_s = (written.elapsed_s if written else 0.0) + time.perf_counter() - started
+        return self._record(outcome, study, files, pushed, write_s)
 
     def _log(self, outcome: StudyOutcome, record: dict[str, Any]) -> None:
         for error in outcome.errors:
@@ -194,32 +237,6 @@ class StudyProcessor:
                 error["reason"],
             )
         log.info("%s: %s", self.labeller.for_log(outcome.entry.key), record["status"])
-
-    def _dicom_objects(
-        self, outcome: StudyOutcome, study: str, files: dict[str, str]
-    ) -> list[Dataset]:
-        """SR (and heatmap SCs), written to the output folder; returns what to push."""
-        entry, evidence = outcome.entry, outcome.loaded.evidence
-        assert evidence is not None
-        objects: list[tuple[str, Dataset, Path]] = []
-        if self.settings.write_sr:
-            identity = SrIdentity(entry.sr_series_uid, entry.sr_sop_uid)
-            sr = build_sr(outcome.predictions, evidence.datasets(), identity)
-            objects.append(("sr", sr, self.output.sr_path(study)))
-        for plugin, (image, heatmap) in outcome.heatmap_slices.items():
-            sop_uid = generate_uid(entropy_srcs=[entry.sc_sop_uid, plugin])
-            sc = build_heatmap_sc(image, heatmap, evidence.reference, entry.sc_series_uid, sop_uid)
-            objects.append((f"heatmap:{plugin}", sc, self.output.sc_path(study, plugin)))
-        to_push = []
-        for name, dataset, path in objects:
-            local = dataset
-            if self.settings.deidentify:
-                assert self.pseudonyms is not None
-                local = deidentify(copy.deepcopy(dataset), self.pseudonyms)
-            self.output.write_dicom(local, path)
-            files[name] = str(path.relative_to(self.output.root))
-            to_push.append(local if self.settings.push_deidentified else dataset)
-        return to_push
 
     def _record(
         self,

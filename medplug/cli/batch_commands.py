@@ -67,6 +67,9 @@ def batch(
     rules: Path = typer.Option(None, "--rules", help="Series selection rules (JSON)."),
     workers: int = typer.Option(2, "--workers", help="Decoding processes."),
     batch_size: int = typer.Option(8, "--batch-size", help="Studies per predict_batch call."),
+    threads: int = typer.Option(
+        None, "--threads", help="Torch threads for inference (default: cores minus workers)."
+    ),
     manifest: Path = typer.Option(
         None, "--manifest", help="CSV: study_uid/accession -> report_text and clinical fields."
     ),
@@ -118,6 +121,7 @@ def batch(
         options = BatchOptions(
             out_dir=out,
             workers=workers,
+            threads=threads,
             batch_size=batch_size,
             rules=_read_rules(rules),
             manifest=Manifest.read(manifest) if manifest else Manifest.empty(),
