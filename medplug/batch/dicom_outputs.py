@@ -79,9 +79,7 @@ def _objects(job: DicomOutputJob, output: OutputFolder) -> list[tuple[str, Datas
         objects.append(("sr", sr, output.sr_path(job.study)))
     for plugin, (image, heatmap) in job.heatmap_slices.items():
         sop_uid = generate_uid(entropy_srcs=[job.sc_sop_seed, plugin])
-        sc = build_heatmap_sc(
-            image, heatmap, job.evidence.reference, job.sc_series_uid, sop_uid
-        )
+        sc = build_heatmap_sc(image, heatmap, job.evidence.reference, job.sc_series_uid, sop_uid)
         objects.append((f"heatmap:{plugin}", sc, output.sc_path(job.study, plugin)))
     return objects
 
