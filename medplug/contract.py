@@ -64,6 +64,10 @@ class Case:
     images: list[ImageVolume] = field(default_factory=list)
     report: str | None = None
     clinical: dict[str, ClinicalValue] = field(default_factory=dict)
+    # Embeddings already computed for this case, by ``Plugin.embedding_key``: a pipeline
+    # that ran the image and report plugins lets fusion reuse them instead of rerunning.
+    # They describe the inputs as they were: clear them after changing images or report.
+    embeddings: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def image(self) -> ImageVolume | None:
@@ -272,6 +276,23 @@ class Plugin(ABC):
 
     name: ClassVar[str]
     info: PluginInfo
+    # sha256 of the model folder's medplug.json (which holds the weights' hashes); set by
+    # ``registry.load_plugin``. Two plugins with the same key compute the same embeddings.
+    model_identity: str | None = None
+
+    @property
+    def embedding_key(self) -> str | None:
+        """Key of this model's embeddings in ``Case.embeddings`` (None: not shareable)."""
+        return f"{self.name}:{self.model_identity}" if self.model_identity else None
+
+    def keep_embeddings(self, cases: Sequence[Case], predictions: Sequence[Prediction]) -> None:
+        """Store each prediction's embedding on its case, for plugins run after this one."""
+        key = self.embedding_key
+        if key is None:
+            return
+        for case, prediction in zip(cases, predictions, strict=True):
+            if prediction.embedding is not None and not prediction.failed:
+                case.embeddings[key] = prediction.embedding
 
     @classmethod
     @abstractmethod

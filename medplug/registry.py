@@ -8,6 +8,7 @@ reported with its error and never stops the others from being listed or used.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import traceback
 from dataclasses import dataclass
@@ -101,4 +102,8 @@ def load_plugin(name: str, model_dir: str | Path | None = None) -> Plugin:
             f"plugin {name!r} has no model folder at {folder}; train one with "
             f"`medplug train` or set {MODELS_ENV} to a folder holding {name}/"
         )
-    return cls.from_pretrained(folder)
+    plugin = cls.from_pretrained(folder)
+    description = folder / "medplug.json"
+    if description.is_file():
+        plugin.model_identity = hashlib.sha256(description.read_bytes()).hexdigest()
+    return plugin

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -229,7 +230,13 @@ def fused_setup(tmp_path_factory) -> dict:
         "train", "fusion", "--manifest", manifest, "--config", str(config), "--out", str(fusion_dir)
     )
     data = read_manifest(cohort / "manifest.csv", image_columns=("nifti",))
-    return {"cohort": cohort, "fusion_dir": fusion_dir, "data": data}
+    return {
+        "cohort": cohort,
+        "fusion_dir": fusion_dir,
+        "image_dir": image_dir,
+        "report_dir": report_dir,
+        "data": data,
+    }
 
 
 def test_fused_prediction_names_missing_modalities(fused_setup) -> None:
@@ -269,6 +276,33 @@ def test_modality_contributions_sum_to_prediction_minus_baseline(fused_setup) ->
     assert predictions[1].explanation.modality_contributions["image"] == 0.0
     assert predictions[2].explanation.modality_contributions["clinical"] == 0.0
     assert predictions[2].explanation.feature_attributions == {}
+
+
+def test_fusion_reuses_embeddings_its_own_models_already_gave(fused_setup) -> None:
+    """In a pipeline (``medplug batch``) the image and report models do not run twice."""
+    fusion = load_plugin("fusion", fused_setup["fusion_dir"])
+    cases = copy.deepcopy(fused_setup["data"].cases[8:14])  # other tests change 0-5
+    computed = fusion.predict_batch(cases)
+    for name, folder in (("image-classifier", "image_dir"), ("report-classifier", "report_dir")):
+        plugin = load_plugin(name, fused_setup[folder])
+        plugin.keep_embeddings(cases, plugin.predict_batch(cases))
+    assert {len(case.embeddings) for case in cases} == {2}
+
+    def must_not_run(_cases):
+        raise AssertionError("fusion recomputed an embedding it was given")
+
+    for source in fusion.sources.values():
+        source.plugin.embed_batch = must_not_run
+    reused = fusion.predict_batch(cases)
+    for before, after in zip(computed, reused, strict=True):
+        assert after.probabilities == pytest.approx(before.probabilities, abs=1e-6)
+    # An embedding from another model (different model folder) is not taken.
+    other = Case(case_id="other", images=cases[0].images, report=cases[0].report)
+    other.embeddings = {
+        key.split(":")[0] + ":another-model": v for key, v in cases[0].embeddings.items()
+    }
+    with pytest.raises(AssertionError, match="recomputed"):
+        fusion.predict_batch([other])
 
 
 def test_rejected_input_becomes_a_gap_not_a_crash(fused_setup) -> None:

@@ -107,6 +107,10 @@ def run_plugins(plugins: Sequence[Plugin], outcomes: list[StudyOutcome]) -> None
                     predictions.append(plugin.predict(case))
                 except Exception as exc:  # the bad study gets the error, the rest go on
                     predictions.append(exc)
+        kept = [
+            (c, p) for c, p in zip(cases, predictions, strict=True) if isinstance(p, Prediction)
+        ]
+        plugin.keep_embeddings([case for case, _ in kept], [p for _, p in kept])
         share = (time.perf_counter() - started) / len(ready)
         for outcome, result in zip(ready, predictions, strict=True):
             outcome.predict_s += share

@@ -84,6 +84,17 @@ class EmbeddingSource:
         return EmbeddedBatch(values, present, reasons)
 
     def _embed_usable(self, cases: list[Case]) -> list[np.ndarray | str]:
+        """Reuse embeddings the same model already gave (``Case.embeddings``), compute the rest."""
+        key = self.plugin.embedding_key
+        known: list[np.ndarray | str | None] = [
+            case.embeddings.get(key) if key else None for case in cases
+        ]
+        todo = [i for i, value in enumerate(known) if value is None]
+        for index, value in zip(todo, self._compute([cases[i] for i in todo]), strict=True):
+            known[index] = value
+        return known  # type: ignore[return-value]
+
+    def _compute(self, cases: list[Case]) -> list[np.ndarray | str]:
         """Batch first; if the batch fails, case by case so one bad input stays one gap."""
         if not cases:
             return []
