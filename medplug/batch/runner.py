@@ -103,8 +103,13 @@ def run_batch(
     plugins: Sequence[Plugin],
     options: BatchOptions,
     destination: Destination | None = None,
+    pool: Executor | None = None,
 ) -> dict[str, int]:
-    """Run every study of ``discovery`` not already finished; returns the state counts."""
+    """Run every study of ``discovery`` not already finished; returns the state counts.
+
+    ``pool``: worker processes the caller already started (``worker_pool``), e.g.
+    for discovery; by default the run starts ``options.workers`` of its own.
+    """
     output = OutputFolder(options.out_dir)
     journal = Journal(output.root / JOURNAL_NAME)
     pseudonyms = None
@@ -143,7 +148,7 @@ def run_batch(
             inference_threads(options.threads, options.workers),
             _progress(options.progress) as progress,
             tempfile.TemporaryDirectory(prefix="medplug-spool-") as spool,
-            worker_pool(options.workers) as pool,
+            _given_or_own_pool(pool, options.workers) as pool,
         ):
             processor.output_pool = pool
             bar = progress.add_task("studies", total=total, completed=total - len(pending))
@@ -205,6 +210,12 @@ def worker_pool(workers: int) -> Iterator[Executor | None]:
         yield pool
 
 
+def _given_or_own_pool(
+    pool: Executor | None, workers: int
+) -> contextlib.AbstractContextManager[Executor | None]:
+    return contextlib.nullcontext(pool) if pool is not None else worker_pool(workers)
+
+
 def decoded_batches(
     jobs: Iterator[LoadJob],
     journal: Journal,
@@ -261,7 +272,7 @@ def _worker_context() -> multiprocessing.context.BaseContext:
     """
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["medplug.batch.loading", "medplug.batch.dicom_outputs"])
+        context.set_forkserver_preload(["medplug.batch.worker_preload"])
         return context
     return multiprocessing.get_context("spawn")
 

@@ -11,6 +11,7 @@ where a study lives.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,16 +38,19 @@ class Discovery:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
-def discover_folder(root: Path, workers: int | None = None) -> Discovery:
+def discover_folder(
+    root: Path, workers: int | None = None, pool: Executor | None = None
+) -> Discovery:
     """Group every DICOM file under ``root`` (recursively) by study, reading headers only.
 
     Uses ``medplug.ingest.scan_folder``; files it skips (CSV, NIfTI, reports,
     corrupt headers) are listed with its reason, never fatal. The accession
-    number (for manifest lookup) is read from one header per study.
+    number (for manifest lookup) is read from one header per study. ``pool``:
+    the batch's worker processes, which then read the headers.
     """
     from medplug.ingest import scan_folder
 
-    scan = scan_folder(Path(root), workers=workers)
+    scan = scan_folder(Path(root), workers=workers, pool=pool)
     discovery = Discovery(skipped=[(str(s.path), s.category) for s in scan.skipped])
     for study in scan.studies:
         paths = sorted(str(i.path) for series in study.series for i in series.instances)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import typer
@@ -24,6 +25,19 @@ def _load_plugins(names: list[str], model_dirs: list[Path] | None):
     return [
         load_plugin(name, model_dirs[i] if model_dirs else None) for i, name in enumerate(names)
     ]
+
+
+def _load_plugins_in_background(names: list[str], model_dirs: list[Path] | None) -> Future:
+    """Import and load the plugins on a thread while the worker processes find the studies.
+
+    Importing torch, MONAI and transformers takes several seconds of one core;
+    meanwhile the header scan runs in the worker processes on the other cores.
+    """
+    loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="medplug-plugins")
+    try:
+        return loader.submit(_load_plugins, names, model_dirs)
+    finally:
+        loader.shutdown(wait=False)
 
 
 def _read_rules(path: Path | None) -> dict | None:
@@ -99,20 +113,21 @@ def batch(
     """Run plugins over every study in a folder or a DICOMweb server; resumable."""
     from medplug.batch.destinations import parse_destination
     from medplug.batch.manifest import Manifest
-    from medplug.batch.runner import BatchOptions, run_batch
+    from medplug.batch.runner import BatchOptions, run_batch, worker_pool
     from medplug.batch.studies import discover_dicomweb, discover_folder
 
-    with medplug_errors_exit():
+    with medplug_errors_exit(), worker_pool(workers) as pool:
         is_web = source.startswith(("http://", "https://"))
         if not is_web and not Path(source).is_dir():
             raise MedplugError(f"source {source!r} is neither a folder nor an http(s) URL")
         _setup_logging(out, verbose)
-        plugins = _load_plugins(plugin, model)
+        loading = _load_plugins_in_background(plugin, model) if pool is not None else None
         discovery = (
             discover_dicomweb(source.rstrip("/"), _parse_filters(study_filter))
             if is_web
-            else discover_folder(Path(source), workers=max(workers, 1))
+            else discover_folder(Path(source), workers=max(workers, 1), pool=pool)
         )
+        plugins = loading.result() if loading is not None else _load_plugins(plugin, model)
         destination = None
         if push_to:
             destination = parse_destination(push_to)
@@ -133,7 +148,7 @@ def batch(
             source_kind="dicomweb" if is_web else "folder",
             progress=progress,
         )
-        counts = run_batch(discovery, plugins, options, destination)
+        counts = run_batch(discovery, plugins, options, destination, pool=pool)
     console.print(
         f"{counts.get('done', 0)} done, {counts.get('error', 0)} failed"
         f" ({len(discovery.skipped)} non-DICOM files skipped); results in {out}"

@@ -13,7 +13,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -236,26 +236,39 @@ def read_headers(
     paths: list[Path],
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
+    pool: Executor | None = None,
 ) -> list[_Outcome]:
     """Read every header, in file order. Processes for big folders, else one thread.
 
     The header parser is pure Python, so threads do not run it in parallel
     (the GIL); processes do, but cost ~0.1 s to start, which only pays off
-    for thousands of files.
+    for thousands of files. A caller that already runs worker processes
+    (``medplug batch``) passes them as ``pool``: no start-up cost, so they
+    are used for anything over one chunk of files.
     """
+    chunks = list(_chunks(paths, _CHUNK))
+    if pool is not None and len(chunks) > 1:
+        return _read_in(pool, chunks, progress)
     workers = workers if workers is not None else (os.cpu_count() or 1)
-    results: list[_Outcome] = []
     if workers <= 1 or len(paths) < PROCESS_POOL_MIN_FILES:
-        for chunk in _chunks(paths, _CHUNK):
+        results: list[_Outcome] = []
+        for chunk in chunks:
             results.extend(_read_chunk(chunk))
             if progress:
                 progress(len(chunk))
         return results
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        for chunk_result in pool.map(_read_chunk, _chunks(paths, _CHUNK)):
-            results.extend(chunk_result)
-            if progress:
-                progress(len(chunk_result))
+    with ProcessPoolExecutor(max_workers=workers) as own_pool:
+        return _read_in(own_pool, chunks, progress)
+
+
+def _read_in(
+    pool: Executor, chunks: list[list[Path]], progress: Callable[[int], None] | None
+) -> list[_Outcome]:
+    results: list[_Outcome] = []
+    for chunk_result in pool.map(_read_chunk, chunks):
+        results.extend(chunk_result)
+        if progress:
+            progress(len(chunk_result))
     return results
 
 
@@ -291,17 +304,19 @@ def scan_folder(
     path: str | Path,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
+    pool: Executor | None = None,
 ) -> ScanResult:
     """Scan a folder (recursively) or one file; never raises for a bad file.
 
     ``workers``: processes for the header reads (default: CPU count; 1 = serial).
     ``progress``: called with the number of files just read, for progress bars.
+    ``pool``: worker processes the caller already runs, used instead of new ones.
     """
     started = time.perf_counter()
     root = Path(path)
     if not root.exists():
         raise DicomError(root, "not_found", "no such file or folder")
     paths = list_files(root)
-    result = group_headers(root, read_headers(paths, workers, progress))
+    result = group_headers(root, read_headers(paths, workers, progress, pool))
     result.elapsed_s = time.perf_counter() - started
     return result
