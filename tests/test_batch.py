@@ -283,6 +283,23 @@ def test_folder_batch_writes_one_record_per_study_and_isolates_bad_ones(
     assert all(r["study"] in log for r in records)
 
 
+def test_a_plugin_that_cannot_load_stops_the_batch_before_any_study(
+    sample_cohort: Path, plugin_site: Path, tmp_path: Path
+) -> None:
+    """Plugins load on a thread during discovery; their error still ends the run cleanly."""
+    source, manifest = make_source(sample_cohort, tmp_path, n_good=2)
+    out = tmp_path / "out"
+    result = run_medplug(
+        ["batch", str(source), "--plugin", "mean-intensity", "--model", str(tmp_path / "none"),
+         "--out", str(out), "--workers", "2", "--no-progress"],
+        plugin_site,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "has no model folder" in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (out / "results.jsonl").exists()
+
+
 def test_deidentified_outputs_use_a_consistent_local_pseudonym_map(
     sample_cohort: Path, plugin_site: Path, model_dir: Path, tmp_path: Path
 ) -> None:

@@ -99,6 +99,28 @@ def test_fast_header_agrees_with_pydicom(name: str) -> None:
     assert fast == slow
 
 
+def test_scan_in_the_callers_worker_processes_equals_serial(
+    study: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``medplug batch`` hands its own (fork-server) workers to the header scan."""
+    from medplug.batch.runner import worker_pool
+
+    serial = scan_folder(study, workers=1)
+    monkeypatch.setattr(scan_module, "_CHUNK", 5)  # several chunks, so the pool is used
+    with worker_pool(2) as pool:
+        mapped = []
+        real_map = pool.map
+        pool.map = lambda *args, **kwargs: mapped.append(1) or real_map(*args, **kwargs)
+        pooled = scan_folder(study, workers=1, pool=pool)
+    assert mapped, "the scan did not use the given workers"
+    assert [vars(i) for s in pooled.series for i in s.instances] == [
+        vars(i) for s in serial.series for i in s.instances
+    ]
+    assert [(s.path, s.category) for s in pooled.skipped] == [
+        (s.path, s.category) for s in serial.skipped
+    ]
+
+
 def test_default_selection_prefers_largest_volume_and_explains(study: Path) -> None:
     scan = scan_folder(study)
     chosen = select_series(scan)
