@@ -45,6 +45,7 @@ PUBLISHED = {  # MedMNIST v2 (Yang et al., Sci Data 2023), from the shared data 
     "breastmnist": [("ResNet-18 (28)", 0.901, 0.863), ("Google AutoML Vision", 0.919, 0.861)],
 }
 TARGETS = {"pneumoniamnist": 0.975, "breastmnist": 0.92}
+BUDGET_S = 15 * 60  # training time allowed per run (issue #3), on 2 CPU cores
 
 
 def shared_data() -> Path:
@@ -94,7 +95,8 @@ def run_seed(npz: Path, dataset: str, seed: int, epochs: int | None) -> dict:
         "brier_before": float(np.mean((raw - test.labels) ** 2)),
         "brier_after": metrics["brier"],
         "val_auc": result.best_val_auc,
-        "best_epoch": result.best_epoch,
+        "best_epochs": result.best_epochs,
+        "members": config.ensemble,
         "train_s": result.seconds,
         "temperature": plugin.calibration.temperature,
         "threshold": plugin.calibration.threshold,
@@ -119,6 +121,12 @@ def throughput(folder: Path, npz: Path, n_batch: int = 256, n_single: int = 32) 
             plugin.predict(case)
         out[("single", explain)] = n_single / (time.perf_counter() - started)
     return out
+
+
+def epochs_note(run: dict) -> str:
+    """The kept epoch of each member, e.g. "best epoch 12" or "best epochs 12/9/14"."""
+    epochs = "/".join(str(epoch) for epoch in run["best_epochs"])
+    return f"best epoch{'s' if run['members'] > 1 else ''} {epochs}"
 
 
 def mean_sd(values: list[float]) -> str:
@@ -146,7 +154,8 @@ def main() -> None:
         "",
         "Train on train, epoch selection, temperature and operating point on val, figures on test. "
         "Configs: `plugins/medplug_image/configs/<dataset>.json`. `± ` is the SD over seeds; "
-        "the ensemble row averages the seeds' calibrated probabilities.",
+        "the averaged row averages the runs' calibrated probabilities. A run of a config with "
+        "`ensemble` > 1 trains that many networks (seeds seed + 1000·i) into one model folder.",
         "",
     ]
     for dataset in args.datasets:
@@ -156,7 +165,6 @@ def main() -> None:
         threshold = float(np.mean([r["threshold"] for r in runs]))
         ensemble = binary_metrics(runs[0]["labels"], ensemble_probs, threshold)
         speed = throughput(runs[0]["folder"], npz)
-        met = "met" if ensemble["auc"] >= TARGETS[dataset] else "NOT met"
         lines += [
             f"## {dataset}",
             "",
@@ -166,7 +174,7 @@ def main() -> None:
         ]
         for r in runs:
             lines.append(
-                f"| medplug seed {r['seed']} (best epoch {r['best_epoch']}, T={r['temperature']:.2f}) "
+                f"| medplug seed {r['seed']} ({epochs_note(r)}, T={r['temperature']:.2f}) "
                 f"| {r['auc']:.3f} ({r['auc_ci95'][0]:.3f}–{r['auc_ci95'][1]:.3f}) "
                 f"| {r['accuracy']:.3f} | {r['ece_before']:.3f} → {r['ece_after']:.3f} "
                 f"| {r['brier_before']:.3f} → {r['brier_after']:.3f} | {r['val_auc']:.3f} "
@@ -179,8 +187,11 @@ def main() -> None:
             f"| {mean_sd([r['brier_before'] for r in runs])} → {mean_sd([r['brier_after'] for r in runs])} "
             f"| {mean_sd([r['val_auc'] for r in runs])} | {mean_sd([r['train_s'] for r in runs])} s |"
         )
+        members = runs[0]["members"]
+        cross_seconds = sum(r["train_s"] for r in runs)
         lines.append(
-            f"| medplug, {len(runs)}-seed ensemble | {ensemble['auc']:.3f} "
+            f"| medplug, the {len(runs)} runs above averaged ({len(runs) * members} networks, "
+            f"{cross_seconds:.0f} s training in all) | {ensemble['auc']:.3f} "
             f"({ensemble['auc_ci95'][0]:.3f}–{ensemble['auc_ci95'][1]:.3f}) | {ensemble['accuracy']:.3f} "
             f"| – → {ensemble['ece']:.3f} | – → {ensemble['brier']:.3f} | – | – |"
         )
@@ -188,10 +199,22 @@ def main() -> None:
             lines.append(
                 f"| MedMNIST v2: {method} (published) | {auc:.3f} | {acc:.3f} | – | – | – | – |"
             )
+        mean_auc = statistics.mean(r["auc"] for r in runs)
+        longest = max(r["train_s"] for r in runs)
+        met = "met" if mean_auc >= TARGETS[dataset] else "NOT met"
+        one_model = (
+            f"one model = a {members}-member seed ensemble in one model folder"
+            if members > 1
+            else "one model = one network"
+        )
+        fits = "within" if cross_seconds <= BUDGET_S else "over"
         lines += [
             "",
-            f"Target test AUC ≥ {TARGETS[dataset]}: **{met}** by the ensemble "
-            f"({ensemble['auc']:.3f}); single-seed mean {statistics.mean(r['auc'] for r in runs):.3f}.",
+            f"Target test AUC ≥ {TARGETS[dataset]}: **{met}** by the mean over {len(runs)} runs "
+            f"({mean_auc:.3f}; {one_model}; longest run {longest:.0f} s, budget {BUDGET_S} s). "
+            f"Averaging the {len(runs)} runs gives {ensemble['auc']:.3f}; their training "
+            f"({cross_seconds:.0f} s in all) is {fits} the per-run budget, so that average "
+            + ("does not count as one run." if fits == "over" else "would count as one run."),
             "",
             "Inference throughput through `ImageClassifierPlugin` (preprocessing included, model of "
             f"seed {runs[0]['seed']}, default torch threads):",

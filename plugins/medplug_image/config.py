@@ -48,6 +48,8 @@ class ImageModelConfig:
             "no_max_pool": True,
         }
     )
+    # Members trained from seeds seed + 1000 * i, stored and run as one SeedEnsemble.
+    ensemble: int = 1
     gradcam_layer: str | None = None  # None: chosen from the network (see networks.py)
     # Preprocessing (see preprocessing.py).
     spatial_size: list[int] = field(default_factory=lambda: [64, 64])
@@ -63,6 +65,7 @@ class ImageModelConfig:
     weight_decay: float = 1e-4
     patience: int = 8  # early stopping on validation AUC
     label_smoothing: float = 0.0
+    mixup: float = 0.0  # Beta(a, a) mixing of image pairs and their targets; 0 is off
     seed: int = 0
     val_fraction: float = 0.2  # manifests without a split column
     num_threads: int = 2
@@ -80,6 +83,8 @@ class ImageModelConfig:
             )
         if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
             raise DataError(f"labels must be at least two distinct names, got {self.labels}")
+        if self.ensemble < 1:
+            raise DataError(f"ensemble must be at least 1 member, got {self.ensemble}")
         if self.resize_mode not in ("resize", "pad"):
             raise DataError(f"resize_mode must be 'resize' or 'pad', got {self.resize_mode!r}")
 

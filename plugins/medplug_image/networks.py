@@ -16,6 +16,7 @@ from torch import nn
 
 from medplug.errors import DataError
 from medplug_image.config import ImageModelConfig
+from medplug_image.ensemble import SeedEnsemble, members_of
 
 _IN_CHANNEL_ARGS = ("in_channels", "n_input_channels")
 _CLASS_ARGS = ("num_classes", "out_channels", "classes")
@@ -23,6 +24,13 @@ _GRADCAM_LAYERS = {"ResNet": "layer4", "DenseNet": "class_layers.relu"}
 
 
 def build_network(config: ImageModelConfig) -> nn.Module:
+    """The model for ``config``: one network, or a ``SeedEnsemble`` of ``config.ensemble``."""
+    if config.ensemble > 1:
+        return SeedEnsemble([build_member(config) for _ in range(config.ensemble)])
+    return build_member(config)
+
+
+def build_member(config: ImageModelConfig) -> nn.Module:
     """Instantiate ``config.network`` from ``monai.networks.nets`` for this task."""
     network_class = getattr(monai_nets, config.network, None)
     if not (isinstance(network_class, type) and issubclass(network_class, nn.Module)):
@@ -68,14 +76,30 @@ def gradcam_layer_name(model: nn.Module, config: ImageModelConfig) -> str:
 
 
 class EmbeddingHook:
-    """Captures the classifier's input (the embedding) during a forward pass."""
+    """Captures the classifier's input (the embedding) during a forward pass.
+
+    For a ``SeedEnsemble`` the members' embeddings are concatenated, member
+    order, as the fusion plugin does: members learn unrelated feature bases,
+    so averaging them would mix unrelated features.
+    """
 
     def __init__(self, model: nn.Module) -> None:
-        self.value: torch.Tensor | None = None
-        self._handle = classifier_layer(model).register_forward_hook(self._store)
+        self._parts: list[torch.Tensor] = []
+        self._handles = [
+            classifier_layer(member).register_forward_hook(self._store)
+            for member in members_of(model)
+        ]
 
     def _store(self, _module: nn.Module, inputs: tuple[torch.Tensor, ...], _output) -> None:
-        self.value = inputs[0].detach()
+        self._parts.append(inputs[0].detach())
+
+    @property
+    def value(self) -> torch.Tensor | None:
+        """Embeddings of the first forward pass after the hook was set."""
+        if not self._parts:
+            return None
+        return torch.cat(self._parts[: len(self._handles)], dim=1)
 
     def remove(self) -> None:
-        self._handle.remove()
+        for handle in self._handles:
+            handle.remove()

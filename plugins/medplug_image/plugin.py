@@ -34,8 +34,8 @@ from medplug_image import PLUGIN_NAME, PLUGIN_VERSION
 from medplug_image.calibrate import Calibration
 from medplug_image.config import ImageModelConfig
 from medplug_image.datasets import LabelledImages, is_npz, read_manifest, read_npz
-from medplug_image.gradcam import HeatmapExplainer
-from medplug_image.networks import EmbeddingHook, build_network, gradcam_layer_name
+from medplug_image.gradcam import EnsembleExplainer
+from medplug_image.networks import EmbeddingHook, build_network
 from medplug_image.preprocessing import build_preprocess, invert_to_input, preprocess_volume
 from medplug_image.training import predict_logits
 
@@ -69,7 +69,7 @@ class ImageClassifierPlugin(Plugin):
         self.model_sha256 = model_sha256
         self.explain = explain
         self.transform = build_preprocess(config)
-        self._explainer: HeatmapExplainer | None = None
+        self._explainer: EnsembleExplainer | None = None
 
     # ----------------------------------------------------------------- description
 
@@ -230,9 +230,7 @@ class ImageClassifierPlugin(Plugin):
 
     def _heatmaps(self, images: torch.Tensor, classes: np.ndarray) -> list[torch.Tensor]:
         if self._explainer is None:
-            self._explainer = HeatmapExplainer(
-                self.model, gradcam_layer_name(self.model, self.config)
-            )
+            self._explainer = EnsembleExplainer(self.model, self.config)
         maps: list[torch.Tensor | None] = [None] * len(images)
         for class_idx in np.unique(classes):
             members = np.flatnonzero(classes == class_idx)

@@ -44,15 +44,18 @@ def train_command(
             TimeElapsedColumn(),
             console=console,
         ) as progress:
-            task = progress.add_task("loading data", total=settings.epochs)
+            task = progress.add_task("loading data", total=settings.epochs * settings.ensemble)
 
             def on_epoch(record: dict) -> None:
                 text = f"loss {record['loss']:.4f}  val AUC {record['val_auc']:.4f}"
-                progress.update(task, completed=record["epoch"], description=text)
+                if settings.ensemble > 1:
+                    text = f"member {record['member'] + 1}/{settings.ensemble}  {text}"
+                done = record["member"] * settings.epochs + record["epoch"]
+                progress.update(task, completed=done, description=text)
                 progress.console.log(f"epoch {record['epoch']}: {text}")
 
             folder, result, metrics = fit_model_folder(data, out, settings, image_column, on_epoch)
     console.print(
-        f"Saved {folder} (best epoch {result.best_epoch}, val AUC {result.best_val_auc:.4f}, "
+        f"Saved {folder} (best epochs {result.best_epochs}, val AUC {result.best_val_auc:.4f}, "
         f"{result.seconds:.0f} s)"
     )

@@ -58,7 +58,11 @@ def fit_model_folder(
     result = train_model(config, to_tensors(train, config), to_tensors(val, config), on_epoch)
     assert result.val_logits is not None
     calibration = fit_calibration(result.val_logits, val.labels)
-    metrics: dict[str, Any] = {"best_epoch": result.best_epoch, "train_seconds": result.seconds}
+    metrics: dict[str, Any] = {
+        "best_epoch": result.best_epoch,
+        "best_epochs": result.best_epochs,
+        "train_seconds": result.seconds,
+    }
     if config.num_classes == 2 and len(np.unique(val.labels)) == 2:
         probs = calibration.probabilities(result.val_logits)[:, 1]
         metrics["validation"] = binary_metrics(val.labels, probs, calibration.threshold, n_boot=200)
@@ -72,7 +76,7 @@ def fit_model_folder(
         "training": {
             "data": data_fingerprint(Path(data), train, val),
             "history": result.history,
-            "best_epoch": result.best_epoch,
+            "best_epochs": result.best_epochs,
             "seconds": result.seconds,
         },
         "metrics": metrics,

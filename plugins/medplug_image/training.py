@@ -1,4 +1,4 @@
-"""Train a classifier: MONAI augmentation, AdamW, cosine schedule, early stopping on val AUC.
+"""Train a classifier: MONAI augmentation, AdamW, one-cycle schedule, early stopping on val AUC.
 
 Images are preprocessed once with the model's stored chain (deterministic),
 then augmented per batch (``augment.BatchAugment``), so the network sees
@@ -23,7 +23,8 @@ from medplug.errors import DataError
 from medplug_image.augment import BatchAugment
 from medplug_image.config import ImageModelConfig
 from medplug_image.datasets import LabelledImages
-from medplug_image.networks import build_network
+from medplug_image.ensemble import SeedEnsemble, member_seed
+from medplug_image.networks import build_member
 from medplug_image.preprocessing import build_preprocess, preprocess_volume
 
 EpochCallback = Callable[[dict], None]
@@ -31,12 +32,17 @@ EpochCallback = Callable[[dict], None]
 
 @dataclass
 class TrainResult:
-    model: nn.Module
-    history: list[dict] = field(default_factory=list)
-    best_epoch: int = 0
-    best_val_auc: float = float("nan")
+    model: nn.Module  # one network, or a SeedEnsemble of the members
+    history: list[dict] = field(default_factory=list)  # per member and epoch
+    best_epochs: list[int] = field(default_factory=list)  # one per member
+    best_val_auc: float = float("nan")  # of the whole model, on its mean val logits
     val_logits: np.ndarray | None = None
     seconds: float = 0.0
+
+    @property
+    def best_epoch(self) -> int:
+        """The kept epoch (the latest one over members, for an ensemble)."""
+        return max(self.best_epochs, default=0)
 
 
 def to_tensors(data: LabelledImages, config: ImageModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,16 +87,53 @@ def train_model(
     val: tuple[torch.Tensor, torch.Tensor],
     on_epoch: EpochCallback | None = None,
 ) -> TrainResult:
-    """Train from scratch; keeps the weights of the epoch with the best validation AUC."""
+    """Train ``config.ensemble`` members from scratch; each keeps its best-val-AUC epoch.
+
+    The ensemble's validation logits (the members' mean, as at inference) are
+    what calibration and the operating point are fitted on.
+    """
     started = time.perf_counter()
     torch.set_num_threads(config.num_threads)
-    set_determinism(seed=config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
+    _check_labels(train[1], val[1], config)
+    runs = [
+        _train_member(config, member, train, val, on_epoch) for member in range(config.ensemble)
+    ]
+    model = runs[0].model if len(runs) == 1 else SeedEnsemble([run.model for run in runs])
+    model.eval()
+    val_logits = np.mean([run.val_logits for run in runs], axis=0)
+    return TrainResult(
+        model=model,
+        history=[record for run in runs for record in run.history],
+        best_epochs=[run.best_epoch for run in runs],
+        best_val_auc=roc_auc(val[1].numpy(), val_logits),
+        val_logits=val_logits,
+        seconds=time.perf_counter() - started,
+    )
+
+
+@dataclass
+class _MemberRun:
+    model: nn.Module
+    history: list[dict]
+    best_epoch: int
+    val_logits: np.ndarray
+
+
+def _train_member(
+    config: ImageModelConfig,
+    member: int,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    on_epoch: EpochCallback | None,
+) -> _MemberRun:
+    """One network from its own seed, early-stopped on validation AUC."""
+    seed = member_seed(config.seed, member)
+    set_determinism(seed=seed)
+    generator = torch.Generator().manual_seed(seed)
     train_x, train_y = train
     val_x, val_y = val
-    _check_labels(train_y, val_y, config)
-    model = build_network(config)
-    augment = BatchAugment(config.augment, config.spatial_dims, config.seed)
+    model = build_member(config)
+    augment = BatchAugment(config.augment, config.spatial_dims, seed)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
@@ -102,8 +145,10 @@ def train_model(
         pct_start=0.15,
     )
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    result = TrainResult(model=model)
+    mix = Mixup(config.mixup, seed) if config.mixup > 0 else None
+    history: list[dict] = []
     best_state, best_key, stale = None, (-math.inf, -math.inf), 0
+    best_epoch, best_logits = 0, None
     for epoch in range(1, config.epochs + 1):
         model.train()
         order = torch.randperm(len(train_x), generator=generator)
@@ -112,7 +157,7 @@ def train_model(
             index = order[start : start + config.batch_size]
             if len(index) < 2:  # batch norm needs two samples
                 continue
-            loss = loss_fn(model(augment(train_x[index])), train_y[index])
+            loss = _batch_loss(model, loss_fn, augment(train_x[index]), train_y[index], mix)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -123,28 +168,60 @@ def train_model(
         val_auc = roc_auc(val_y.numpy(), val_logits)
         val_loss = float(nn.functional.cross_entropy(torch.as_tensor(val_logits), val_y))
         record = {
+            "member": member,
             "epoch": epoch,
             "loss": total / max(seen, 1),
             "val_auc": val_auc,
             "val_loss": val_loss,
         }
-        result.history.append(record)
+        history.append(record)
         if on_epoch:
             on_epoch(record)
         key = (val_auc if math.isfinite(val_auc) else -math.inf, -val_loss)
         if best_state is None or key > best_key:  # best AUC; ties go to the lower val loss
             best_key, stale = key, 0
             best_state = copy.deepcopy(model.state_dict())
-            result.best_epoch, result.val_logits = epoch, val_logits
+            best_epoch, best_logits = epoch, val_logits
         else:
             stale += 1
             if stale >= config.patience:
                 break
     model.load_state_dict(best_state)
     model.eval()
-    result.best_val_auc = best_key[0]
-    result.seconds = time.perf_counter() - started
-    return result
+    return _MemberRun(model, history, best_epoch, best_logits)
+
+
+class Mixup:
+    """Mixup (Zhang et al. 2018): a convex mix of two images learns the mixed target.
+
+    Smooths the decision boundary; helps small sets such as BreastMNIST (546
+    training images) where a CNN otherwise memorises the training cases.
+    """
+
+    def __init__(self, alpha: float, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.alpha = alpha
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """Mixed images, the partner index of each image, and the weight of the original."""
+        weight = float(self.rng.beta(self.alpha, self.alpha))
+        partner = torch.randperm(len(images), generator=self.generator)
+        return weight * images + (1 - weight) * images[partner], partner, weight
+
+
+def _batch_loss(
+    model: nn.Module,
+    loss_fn: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    mix: Mixup | None,
+) -> torch.Tensor:
+    if mix is None:
+        return loss_fn(model(images), labels)
+    mixed, partner, weight = mix(images)
+    logits = model(mixed)
+    return weight * loss_fn(logits, labels) + (1 - weight) * loss_fn(logits, labels[partner])
 
 
 def _check_labels(train_y: torch.Tensor, val_y: torch.Tensor, config: ImageModelConfig) -> None:

@@ -1,0 +1,137 @@
+"""Image plugin seed ensembles and mixup: one model folder holding several members.
+
+Real MONAI networks trained for a few epochs on tiny generated data.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medplug.contract import Case, ImageVolume
+from medplug.errors import DataError, ModelFileError
+from medplug_image.config import ImageModelConfig
+from medplug_image.ensemble import SeedEnsemble
+from medplug_image.plugin import ImageClassifierPlugin
+from medplug_image.trainer import fit_model_folder
+from medplug_image.training import Mixup
+
+SIZE = 16
+
+
+def spot_config(**overrides) -> ImageModelConfig:
+    settings = dict(
+        labels=["clear", "spot"],
+        network_kwargs={
+            "block": "basic",
+            "layers": [1, 1, 1, 1],
+            "block_inplanes": [8, 16, 16, 32],
+            "conv1_t_size": 3,
+            "no_max_pool": True,
+        },
+        spatial_size=[SIZE, SIZE],
+        intensity_window=[0, 255],
+        epochs=3,
+        batch_size=16,
+        learning_rate=3e-3,
+        num_threads=1,
+        augment={"flip_axes": [0, 1]},
+        tta_flips=[1],
+    )
+    settings.update(overrides)
+    return ImageModelConfig(**settings)
+
+
+@pytest.fixture(scope="module")
+def spots_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Noise images; label 1 carries a bright 4x4 spot."""
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 64), ("val", 24), ("test", 8)):
+        images = rng.integers(0, 80, size=(n, SIZE, SIZE)).astype(np.uint8)
+        labels = np.arange(n) % 2
+        for image, label in zip(images, labels, strict=True):
+            if label:
+                i, j = rng.integers(1, SIZE - 5, size=2)
+                image[i : i + 4, j : j + 4] = 220
+        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels.reshape(-1, 1)
+    path = tmp_path_factory.mktemp("npz") / "spots.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ensemble_model(spots_npz: Path, tmp_path_factory: pytest.TempPathFactory):
+    folder = tmp_path_factory.mktemp("models") / "ensemble"
+    return fit_model_folder(spots_npz, folder, spot_config(ensemble=3, mixup=0.4))
+
+
+def test_members_train_from_their_own_seeds(ensemble_model) -> None:
+    folder, result, metrics = ensemble_model
+    assert isinstance(result.model, SeedEnsemble) and len(result.model.members) == 3
+    assert len(result.best_epochs) == 3 and metrics["best_epochs"] == result.best_epochs
+    assert {record["member"] for record in result.history} == {0, 1, 2}
+    first, second = (m.state_dict()["conv1.weight"] for m in result.model.members[:2])
+    assert not torch.equal(first, second)
+    stored = json.loads((folder / "medplug.json").read_text())
+    assert stored["image_config"]["ensemble"] == 3
+    assert list(stored["file_sha256"]) == ["model.safetensors"]  # one file, hash-checked
+
+
+def test_ensemble_output_is_the_members_mean_logit(ensemble_model) -> None:
+    model = ensemble_model[1].model
+    images = torch.rand(4, 1, SIZE, SIZE)
+    with torch.inference_mode():
+        mean = torch.stack([member(images) for member in model.members]).mean(0)
+        torch.testing.assert_close(model(images), mean)
+
+
+def test_ensemble_folder_reloads_and_predicts_with_embeddings_and_gradcam(
+    ensemble_model, spots_npz: Path
+) -> None:
+    folder, result, _ = ensemble_model
+    plugin = ImageClassifierPlugin.from_pretrained(folder)
+    images = np.load(spots_npz)["test_images"][:4]
+    cases = [Case(f"c{i}", images=[ImageVolume(array=a)]) for i, a in enumerate(images)]
+    batched = plugin.predict_batch(cases)
+    batch = torch.stack([plugin._prepare(case).tensor.as_tensor() for case in cases])
+    with torch.inference_mode():
+        torch.testing.assert_close(result.model(batch), plugin.model(batch), rtol=0, atol=0)
+    for case, prediction in zip(cases, batched, strict=True):
+        assert prediction.error is None
+        assert sum(prediction.probabilities.values()) == pytest.approx(1.0)
+        assert prediction.embedding.shape == (3 * 32,)  # members' embeddings, concatenated
+        heatmap = prediction.explanation.heatmap
+        assert heatmap.shape == (SIZE, SIZE) and 0 <= heatmap.min() and heatmap.max() <= 1
+        single = plugin.predict(case)
+        assert single.probabilities == pytest.approx(prediction.probabilities, abs=1e-5)
+    embeddings = plugin.embed_batch(cases)
+    np.testing.assert_allclose(np.stack(embeddings), np.stack([p.embedding for p in batched]))
+
+
+def test_tampered_ensemble_folder_is_refused(ensemble_model, tmp_path: Path) -> None:
+    folder = tmp_path / "tampered"
+    shutil.copytree(ensemble_model[0], folder)
+    weights = folder / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="does not match"):
+        ImageClassifierPlugin.from_pretrained(folder)
+
+
+def test_mixup_mixes_images_and_keeps_the_batch() -> None:
+    images = torch.stack([torch.zeros(1, 4, 4), torch.ones(1, 4, 4)])
+    mixed, partner, weight = Mixup(alpha=0.4, seed=0)(images)
+    assert mixed.shape == images.shape and 0 <= weight <= 1
+    torch.testing.assert_close(mixed, weight * images + (1 - weight) * images[partner])
+
+
+def test_ensemble_size_below_one_is_refused() -> None:
+    with pytest.raises(DataError, match="ensemble"):
+        spot_config(ensemble=0)
