@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from image_support import SIZE, tiny_2d_config, write_spots_npz
 
 from medplug.contract import Case, ImageVolume
 from medplug.errors import DataError, ModelFileError
@@ -21,48 +22,15 @@ from medplug_image.plugin import ImageClassifierPlugin
 from medplug_image.trainer import fit_model_folder
 from medplug_image.training import Mixup
 
-SIZE = 16
-
 
 def spot_config(**overrides) -> ImageModelConfig:
-    settings = dict(
-        labels=["clear", "spot"],
-        network_kwargs={
-            "block": "basic",
-            "layers": [1, 1, 1, 1],
-            "block_inplanes": [8, 16, 16, 32],
-            "conv1_t_size": 3,
-            "no_max_pool": True,
-        },
-        spatial_size=[SIZE, SIZE],
-        intensity_window=[0, 255],
-        epochs=3,
-        batch_size=16,
-        learning_rate=3e-3,
-        num_threads=1,
-        augment={"flip_axes": [0, 1]},
-        tta_flips=[1],
-    )
-    settings.update(overrides)
-    return ImageModelConfig(**settings)
+    return tiny_2d_config(**{"epochs": 3, "tta_flips": [1], **overrides})
 
 
 @pytest.fixture(scope="module")
 def spots_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Noise images; label 1 carries a bright 4x4 spot."""
-    rng = np.random.default_rng(0)
-    arrays = {}
-    for split, n in (("train", 64), ("val", 24), ("test", 8)):
-        images = rng.integers(0, 80, size=(n, SIZE, SIZE)).astype(np.uint8)
-        labels = np.arange(n) % 2
-        for image, label in zip(images, labels, strict=True):
-            if label:
-                i, j = rng.integers(1, SIZE - 5, size=2)
-                image[i : i + 4, j : j + 4] = 220
-        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels.reshape(-1, 1)
     path = tmp_path_factory.mktemp("npz") / "spots.npz"
-    np.savez(path, **arrays)
-    return path
+    return write_spots_npz(path, {"train": 64, "val": 24, "test": 8})
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from image_support import SIZE, tiny_2d_config, write_spots_npz
 
 from medplug.contract import Case, ImageVolume
 from medplug.errors import DataError, InputError, ModelFileError
@@ -21,56 +22,16 @@ from medplug.evaluation import expected_calibration_error
 from medplug.ingest import load_image
 from medplug.registry import load_plugin
 from medplug_image.calibrate import fit_calibration
-from medplug_image.config import ImageModelConfig, resolve_config
+from medplug_image.config import resolve_config
 from medplug_image.datasets import read_manifest
 from medplug_image.plugin import ImageClassifierPlugin
 from medplug_image.trainer import fit_model_folder
 
-SIZE = 16
-
-
-def tiny_2d_config(**overrides) -> ImageModelConfig:
-    settings = dict(
-        labels=["clear", "spot"],
-        network_kwargs={
-            "block": "basic",
-            "layers": [1, 1, 1, 1],
-            "block_inplanes": [8, 16, 16, 32],
-            "conv1_t_size": 3,
-            "no_max_pool": True,
-        },
-        spatial_size=[SIZE, SIZE],
-        intensity_window=[0, 255],
-        epochs=4,
-        batch_size=16,
-        learning_rate=3e-3,
-        num_threads=1,
-        augment={"flip_axes": [0, 1]},
-    )
-    settings.update(overrides)
-    return ImageModelConfig(**settings)
-
-
-def spot_images(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Noise images; label 1 images carry a bright 4x4 spot somewhere."""
-    images = rng.integers(0, 80, size=(n, SIZE, SIZE)).astype(np.uint8)
-    labels = np.arange(n) % 2
-    for image, label in zip(images, labels, strict=True):
-        if label:
-            i, j = rng.integers(1, SIZE - 5, size=2)
-            image[i : i + 4, j : j + 4] = 220
-    return images, labels.reshape(-1, 1)
-
 
 @pytest.fixture(scope="module")
 def tiny_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    rng = np.random.default_rng(0)
-    arrays = {}
-    for split, n in (("train", 96), ("val", 32), ("test", 32)):
-        arrays[f"{split}_images"], arrays[f"{split}_labels"] = spot_images(n, rng)
     path = tmp_path_factory.mktemp("npz") / "spots.npz"
-    np.savez(path, **arrays)
-    return path
+    return write_spots_npz(path, {"train": 96, "val": 32, "test": 32})
 
 
 @pytest.fixture(scope="module")
