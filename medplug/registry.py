@@ -8,7 +8,6 @@ reported with its error and never stops the others from being listed or used.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import traceback
 from dataclasses import dataclass
@@ -103,7 +102,9 @@ def load_plugin(name: str, model_dir: str | Path | None = None) -> Plugin:
             f"`medplug train` or set {MODELS_ENV} to a folder holding {name}/"
         )
     plugin = cls.from_pretrained(folder)
-    description = folder / "medplug.json"
+    from medplug.model_folder import CONFIG_NAME, sha256_file  # torch: only once loading
+
+    description = folder / CONFIG_NAME
     if description.is_file():
-        plugin.model_identity = hashlib.sha256(description.read_bytes()).hexdigest()
+        plugin.model_identity = sha256_file(description)
     return plugin
