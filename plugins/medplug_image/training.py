@@ -194,8 +194,9 @@ def _train_member(
 class Mixup:
     """Mixup (Zhang et al. 2018): a convex mix of two images learns the mixed target.
 
-    Smooths the decision boundary; helps small sets such as BreastMNIST (546
-    training images) where a CNN otherwise memorises the training cases.
+    Smooths the decision boundary, a common remedy when a CNN memorises a small
+    training set. Off in the shipped configs: on BreastMNIST (546 training
+    images) it lowered val AUC (``benchmarks/results/image-sweep.md``).
     """
 
     def __init__(self, alpha: float, seed: int) -> None:
