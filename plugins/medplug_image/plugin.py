@@ -258,7 +258,7 @@ class ImageClassifierPlugin(Plugin):
             explanation = None
             if heatmaps is not None:
                 heatmap = invert_to_input(
-                    heatmaps[i], item.tensor, self.transform, image.array.shape
+                    heatmaps[i], item.tensor, self.transform, image.array.shape, image.affine
                 )
                 explanation = Explanation(heatmap=heatmap, heatmap_affine=np.asarray(image.affine))
             predictions.append(

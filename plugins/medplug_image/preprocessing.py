@@ -8,9 +8,12 @@ that is how a Grad-CAM heatmap is put back into the input's own geometry.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 from monai.data import MetaTensor
+from monai.data.utils import to_affine_nd
 from monai.transforms import (
     Compose,
     EnsureChannelFirst,
@@ -27,6 +30,7 @@ from monai.transforms import (
 from medplug.contract import ImageVolume
 from medplug.errors import InputError
 from medplug_image.config import ImageModelConfig
+from medplug_image.heatmap_geometry import axis_mapping, resample_separable
 
 _RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 
@@ -80,18 +84,40 @@ def preprocess_volume(
 ) -> MetaTensor:
     """Run the stored chain on one volume; returns a (C, *spatial_size) MetaTensor."""
     array = spatial_array(volume, config, case_id)
-    image = MetaTensor(torch.as_tensor(array.astype(np.float32)), affine=volume.affine)
+    # Saying "no channel" up front makes MONAI count every axis as spatial: without it
+    # MONAI 1.6 takes the last axis of a 3D array for a channel and leaves pads on that
+    # axis out of the affine, which ``invert_to_input`` reads.
+    image = MetaTensor(torch.as_tensor(array.astype(np.float32)), affine=volume.affine,
+                       meta={"original_channel_dim": "no_channel"})  # fmt: skip
     return transform(image)
 
 
 def invert_to_input(
-    heatmap: torch.Tensor, preprocessed: MetaTensor, transform: Compose, input_shape: tuple
+    heatmap: torch.Tensor,
+    preprocessed: MetaTensor,
+    transform: Compose,
+    input_shape: tuple,
+    input_affine: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Map a (1, *spatial_size) map back through the spatial steps onto the input grid."""
+    """Map a (1, *spatial_size) map back through the spatial steps onto the input grid.
+
+    Given the input's affine, a 3D axis-aligned series takes one separable linear
+    interpolation (``heatmap_geometry``); otherwise MONAI inverts the chain. 2D
+    maps always do: MONAI does not record a 2D crop in the affine, and they are small.
+    """
+    spatial_dims = heatmap.ndim - 1
+    spatial_shape = tuple(int(n) for n in input_shape[:spatial_dims])
+    if input_affine is not None and spatial_dims == 3 and len(input_shape) == 3:
+        grid_affine = to_affine_nd(spatial_dims, np.asarray(preprocessed.affine, dtype=float))
+        maps = axis_mapping(to_affine_nd(spatial_dims, np.asarray(input_affine, dtype=float)),
+                            grid_affine, spatial_shape)  # fmt: skip
+        if maps is not None:
+            return resample_separable(heatmap[0], maps, spatial_shape).reshape(input_shape)
     mapped = MetaTensor(
         heatmap.detach().float().cpu(),
         meta=dict(preprocessed.meta),
-        applied_operations=[dict(op) for op in preprocessed.applied_operations],
+        # MONAI's inverse pops from these records: a deep copy keeps ``preprocessed`` reusable
+        applied_operations=copy.deepcopy(preprocessed.applied_operations),
     )
     inverted = transform.inverse(mapped)
     array = np.asarray(inverted.detach().cpu().numpy()[0], dtype=np.float32)
