@@ -265,6 +265,11 @@ def _decode(value: Any) -> Any:
 # --------------------------------------------------------------------------- plugins
 
 
+def embedding_key_for(plugin_name: str, model_identity: str | None) -> str | None:
+    """Where ``Case.embeddings`` keeps what plugin ``plugin_name`` with that model computed."""
+    return f"{plugin_name}:{model_identity}" if model_identity else None
+
+
 class Plugin(ABC):
     """Base class of every plugin: a loaded model that answers ``predict``.
 
@@ -283,7 +288,7 @@ class Plugin(ABC):
     @property
     def embedding_key(self) -> str | None:
         """Key of this model's embeddings in ``Case.embeddings`` (None: not shareable)."""
-        return f"{self.name}:{self.model_identity}" if self.model_identity else None
+        return embedding_key_for(self.name, self.model_identity)
 
     def keep_embeddings(self, cases: Sequence[Case], predictions: Sequence[Prediction]) -> None:
         """Store each prediction's embedding on its case, for plugins run after this one."""

@@ -102,9 +102,13 @@ def load_plugin(name: str, model_dir: str | Path | None = None) -> Plugin:
             f"`medplug train` or set {MODELS_ENV} to a folder holding {name}/"
         )
     plugin = cls.from_pretrained(folder)
+    plugin.model_identity = model_identity(folder)
+    return plugin
+
+
+def model_identity(model_dir: str | Path) -> str | None:
+    """sha256 of the folder's ``medplug.json`` (which holds its weights' hashes), if any."""
     from medplug.model_folder import CONFIG_NAME, sha256_file  # torch: only once loading
 
-    description = folder / CONFIG_NAME
-    if description.is_file():
-        plugin.model_identity = sha256_file(description)
-    return plugin
+    description = Path(model_dir) / CONFIG_NAME
+    return sha256_file(description) if description.is_file() else None

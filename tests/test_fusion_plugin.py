@@ -305,6 +305,26 @@ def test_fusion_reuses_embeddings_its_own_models_already_gave(fused_setup) -> No
         fusion.predict_batch([other])
 
 
+def test_fusion_given_every_embedding_never_loads_its_embedding_models(fused_setup) -> None:
+    """``medplug batch`` hands fusion both embeddings: loading the models again is waste."""
+    cases = copy.deepcopy(fused_setup["data"].cases[8:12])
+    versions = {}
+    for name, folder in (("image-classifier", "image_dir"), ("report-classifier", "report_dir")):
+        plugin = load_plugin(name, fused_setup[folder])
+        plugin.keep_embeddings(cases, plugin.predict_batch(cases))
+        versions[name] = plugin.info.version
+    fusion = load_plugin("fusion", fused_setup["fusion_dir"])
+    predictions = fusion.predict_batch(cases)
+    assert all(source._plugin is None for source in fusion.sources.values())
+    assert predictions[0].provenance["embedding_plugins"] == {
+        "image": {"plugin": "image-classifier", "version": versions["image-classifier"]},
+        "report": {"plugin": "report-classifier", "version": versions["report-classifier"]},
+    }
+    # A case without them makes fusion load the model it needs, and only then.
+    fusion.predict_batch([copy.deepcopy(fused_setup["data"].cases[12])])
+    assert all(source._plugin is not None for source in fusion.sources.values())
+
+
 def test_rejected_input_becomes_a_gap_not_a_crash(fused_setup) -> None:
     plugin = load_plugin("fusion", fused_setup["fusion_dir"])
     good, bad = fused_setup["data"].cases[4:6]

@@ -8,15 +8,19 @@ so the fusion model falls back on its missing-modality indicator.
 
 from __future__ import annotations
 
+import json
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
-from medplug.contract import Case, Plugin
-from medplug.errors import MedplugError, PluginError
-from medplug.registry import default_model_dir, load_plugin
+from medplug.contract import Case, Plugin, embedding_key_for
+from medplug.errors import MedplugError, ModelFileError, PluginError
+from medplug.model_folder import CONFIG_NAME
+from medplug.registry import default_model_dir, load_plugin, model_identity
 
 INPUT_KIND = {"image": "image", "report": "text"}
 WHAT_IS_MISSING = {"image": "no image", "report": "no report"}
@@ -43,8 +47,34 @@ class EmbeddingSource:
         self.model_dir = (
             Path(model_dir) if model_dir is not None else default_model_dir(plugin_name)
         )
-        self.plugin: Plugin = load_plugin(plugin_name, self.model_dir)
+        if not (self.model_dir / CONFIG_NAME).is_file():  # fail at load time, not mid-batch
+            raise ModelFileError(
+                f"{plugin_name} (fusion's {modality} embeddings): no model folder at "
+                f"{self.model_dir} (no {CONFIG_NAME})"
+            )
+        self.embedding_key = embedding_key_for(plugin_name, model_identity(self.model_dir))
+        self._plugin: Plugin | None = None
+        self._loading = threading.Lock()
         self.dim: int | None = None
+
+    @property
+    def plugin(self) -> Plugin:
+        """Loaded on first use: a pipeline that hands fusion the embeddings never needs it.
+
+        (``medplug batch`` runs the image and report plugins first; loading their
+        models a second time inside fusion cost about 1 s and their memory.)
+        """
+        with self._loading:
+            if self._plugin is None:
+                self._plugin = load_plugin(self.plugin_name, self.model_dir)
+            return self._plugin
+
+    @cached_property
+    def version(self) -> str:
+        """The embedding plugin's version as its model folder records it (else as loaded)."""
+        saved = json.loads((self.model_dir / CONFIG_NAME).read_text())
+        recorded = (saved.get("info") or {}).get("version") or saved.get("plugin_version")
+        return str(recorded) if recorded else self.plugin.info.version
 
     def embed(self, cases: Sequence[Case]) -> EmbeddedBatch:
         kind = INPUT_KIND[self.modality]
@@ -85,7 +115,7 @@ class EmbeddingSource:
 
     def _embed_usable(self, cases: list[Case]) -> list[np.ndarray | str]:
         """Reuse embeddings the same model already gave (``Case.embeddings``), compute the rest."""
-        key = self.plugin.embedding_key
+        key = self.embedding_key
         known: list[np.ndarray | str | None] = [
             case.embeddings.get(key) if key else None for case in cases
         ]

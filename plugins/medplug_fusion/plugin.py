@@ -214,8 +214,7 @@ class FusionPlugin(Plugin):
                 m for m, p in zip(self.model.modalities, present, strict=True) if p
             ],
             "embedding_plugins": {
-                m: {"plugin": s.plugin_name, "version": s.plugin.info.version}
-                for m, s in self.sources.items()
+                m: {"plugin": s.plugin_name, "version": s.version} for m, s in self.sources.items()
             },
             "temperature": self.model.temperature,
             "threshold": self.model.threshold,
