@@ -1,8 +1,9 @@
 """Benchmark: ``medplug batch`` vs a naive per-study loop, and peak memory vs batch size.
 
-200 generated studies end to end, both pipelines run as their own processes
-one after the other in the same run, so start-up, imports and plugin loading
-count on both sides. The naive loop is what a first script looks like: for
+200 generated studies end to end, twice: the sample cohort's small studies
+(64x64x32) and CT-sized ones (256x256x64, same field of view). Both pipelines
+run as their own processes one after the other in the same run, so start-up,
+imports and plugin loading count on both sides. The naive loop is what a first script looks like: for
 each study, MONAI ``LoadImage`` on the folder, the report and clinical fields
 from the manifest, ``plugin.predict`` on one case per plugin, ``json.dump``.
 ``medplug batch`` does header-only discovery, decoding in worker processes,
@@ -242,15 +243,41 @@ def subset(cohort: Path, n: int, target: Path) -> Path:
     return target
 
 
-def cohort_for_benchmark() -> Path:
+@dataclass(frozen=True)
+class Workload:
+    """A kind of study the two pipelines are compared on."""
+
+    tag: str
+    title: str
+    shape: tuple[int, int, int]  # columns, rows, slices
+    pixel_spacing_mm: float
+    slice_spacing_mm: float
+
+    @property
+    def size(self) -> str:
+        return "x".join(map(str, self.shape))
+
+
+# The sample cohort's small studies (start-up weighs most), and studies sized like a
+# thin-slab CT (256x256x64, same field of view), where per-study work weighs most.
+WORKLOADS = (
+    Workload("sample", "sample-cohort studies", (64, 64, 32), 0.75, 2.5),
+    Workload("ct", "CT-sized studies", (256, 256, 64), 0.1875, 1.25),
+)
+
+
+def cohort_for_benchmark(workload: Workload) -> Path:
     from medplug.sampledata import generate_cohort
 
     size = max(N_STUDIES, *RSS_SIZES)
-    cohort = WORK / f"cohort{size}"
+    suffix = "" if workload.tag == "sample" else f"-{workload.tag}"
+    cohort = WORK / f"cohort{size}{suffix}"
     if not (cohort / "manifest.csv").is_file():
-        print(f"generating {size} studies ...", flush=True)
+        print(f"generating {size} {workload.title} ({workload.size}) ...", flush=True)
         shutil.rmtree(cohort, ignore_errors=True)
-        generate_cohort(cohort, n_cases=size, seed=0)
+        generate_cohort(cohort, n_cases=size, seed=0, shape=workload.shape,
+                        pixel_spacing_mm=workload.pixel_spacing_mm,
+                        slice_spacing_mm=workload.slice_spacing_mm)  # fmt: skip
     return cohort
 
 
@@ -291,79 +318,110 @@ def like_for_like_ratio(batch: Measured, n: int, with_sr: Measured | None, n_bas
     )
 
 
-def main() -> None:
-    with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
-        work = Path(tmp)
-        setup = choose_plugins(work)
-        cohort = cohort_for_benchmark()
-        manifest = cohort / "manifest.csv"
-        load_start = os.getloadavg()[0]
+@dataclass
+class WorkloadResult:
+    workload: Workload
+    naive: Measured
+    with_sr: Measured | None
+    runs: dict[int, Measured]  # medplug batch, by number of studies
+    records: list[dict]
+    n_sr: int
+    n_sc: int
+    n_naive: int
+    n_naive_sr: int
 
-        print(f"plugins: {', '.join(setup.names)}; naive loop ...", flush=True)
-        naive = measure(naive_command(setup, cohort, work / "naive", N_STUDIES), setup.env)
-        with_sr = None
-        if not TEST_PLUGIN_ONLY:  # the test plugin has no heatmaps: nothing to compare
-            print("naive loop writing the same SR and SCs ...", flush=True)
-            command = naive_command(setup, cohort, work / "naive_sr", N_STUDIES, with_sr=True)
-            with_sr = measure(command, setup.env)
-        print("medplug batch ...", flush=True)
-        runs: dict[int, Measured] = {}
-        for n in (N_STUDIES, *(n for n in RSS_SIZES if n != N_STUDIES)):
-            source = subset(cohort, n, work / f"source{n}")
-            runs[n] = measure(batch_command(setup, source, manifest, work / f"out{n}"), setup.env)
-            shutil.rmtree(source)
-        batch = runs[N_STUDIES]
-        records = [
-            json.loads(line)
-            for line in (work / f"out{N_STUDIES}" / "results.jsonl").read_text().splitlines()
-        ]
-        n_sr = len(list((work / f"out{N_STUDIES}" / "sr").glob("*.dcm")))
-        n_sc = len(list((work / f"out{N_STUDIES}" / "sc").glob("*.dcm")))
-        n_naive = len(list((work / "naive").glob("*.json")))
-        n_naive_sr = len(list((work / "naive_sr").glob("*_sr.dcm")))
-        load_end = os.getloadavg()[0]
 
-    ok = sum(r["status"] == "ok" for r in records)
+def run_workload(setup: PluginSetup, workload: Workload, work: Path) -> WorkloadResult:
+    """Both pipelines on one workload, one after the other."""
+    cohort = cohort_for_benchmark(workload)
+    manifest = cohort / "manifest.csv"
+    work = work / workload.tag
+    print(f"[{workload.title}] naive loop ...", flush=True)
+    naive = measure(naive_command(setup, cohort, work / "naive", N_STUDIES), setup.env)
+    with_sr = None
+    if not TEST_PLUGIN_ONLY:  # the test plugin has no heatmaps: nothing to compare
+        print(f"[{workload.title}] naive loop writing the same SR and SCs ...", flush=True)
+        command = naive_command(setup, cohort, work / "naive_sr", N_STUDIES, with_sr=True)
+        with_sr = measure(command, setup.env)
+    print(f"[{workload.title}] medplug batch ...", flush=True)
+    runs: dict[int, Measured] = {}
+    for n in (N_STUDIES, *(n for n in RSS_SIZES if n != N_STUDIES)):
+        source = subset(cohort, n, work / f"source{n}")
+        runs[n] = measure(batch_command(setup, source, manifest, work / f"out{n}"), setup.env)
+        shutil.rmtree(source)
+    out = work / f"out{N_STUDIES}"
+    return WorkloadResult(
+        workload=workload,
+        naive=naive,
+        with_sr=with_sr,
+        runs=runs,
+        records=[json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()],
+        n_sr=len(list((out / "sr").glob("*.dcm"))),
+        n_sc=len(list((out / "sc").glob("*.dcm"))),
+        n_naive=len(list((work / "naive").glob("*.json"))),
+        n_naive_sr=len(list((work / "naive_sr").glob("*_sr.dcm"))),
+    )
+
+
+def workload_section(result: WorkloadResult) -> str:
+    naive, with_sr, batch = result.naive, result.with_sr, result.runs[N_STUDIES]
+    n_naive, n = result.n_naive, len(result.records)
+    ok = sum(r["status"] == "ok" for r in result.records)
     like_for_like = (
         f"{row('naive loop + SR and SC', NAIVE_SR_STEPS, with_sr, n_naive, naive, n_naive)}\n"
         if with_sr
         else ""
     )
     rss_rows = "\n".join(
-        f"| {n} | {runs[n].wall_s:.1f} | {runs[n].peak_rss_mib:.0f} |" for n in sorted(runs)
+        f"| {k} | {result.runs[k].wall_s:.1f} | {result.runs[k].peak_rss_mib:.0f} |"
+        for k in sorted(result.runs)
     )
-    table = f"""# Batch benchmark
-
-Machine: {platform.machine()}, {psutil.cpu_count()} CPU cores, \
-{psutil.virtual_memory().total / 2**30:.0f} GiB RAM, Python {platform.python_version()}; \
-shared with other jobs while this ran (load average {load_start:.1f} at the start, \
-{load_end:.1f} at the end), so only the ratio is meaningful: both pipelines ran one after \
-the other in the same run.
-
-Plugins (same model folders on both sides): **{setup.note}**.
-{N_STUDIES} generated CT studies (64x64x32 slices, some compressed) in the speed comparison, with
-the manifest's report and clinical fields. Wall time is the whole process, start-up,
-imports and plugin loading included, on both sides.
+    return f"""## {result.workload.title}: {N_STUDIES} studies of {result.workload.size} voxels
 
 {HEADER}
 {row("naive loop", NAIVE_STEPS, naive, n_naive, naive, n_naive)}
-{like_for_like}{row("`medplug batch`", BATCH_STEPS, batch, len(records), naive, n_naive)}
-{like_for_like_ratio(batch, len(records), with_sr, n_naive)}
-Speed-up is the studies/min ratio; CPU time is user + system of the whole process tree
-(the root process from `getrusage`, its descendants, fork-server workers included, sampled
-every 0.1 s); CPU ratio = naive's CPU seconds per study / this pipeline's.
-
-`medplug batch` wrote {len(records)} JSON lines ({ok} ok), {n_sr} SRs and {n_sc} secondary
-captures; the naive loop wrote {n_naive} JSON files, and {n_naive_sr} SRs in its
+{like_for_like}{row("`medplug batch`", BATCH_STEPS, batch, n, naive, n_naive)}
+{like_for_like_ratio(batch, n, with_sr, n_naive)}
+`medplug batch` wrote {n} JSON lines ({ok} ok), {result.n_sr} SRs and {result.n_sc} secondary
+captures; the naive loop wrote {n_naive} JSON files, and {result.n_naive_sr} SRs in its
 like-for-like run.
 
 | studies in the `medplug batch` run | wall time (s) | peak RSS, process + workers (MiB) |
 |---:|---:|---:|
 {rss_rows}
 """
-    results = TEST_PLUGIN_RESULTS if TEST_PLUGIN_ONLY else RESULTS
-    results.parent.mkdir(parents=True, exist_ok=True)
-    results.write_text(table)
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
+        work = Path(tmp)
+        setup = choose_plugins(work)
+        load_start = os.getloadavg()[0]
+        print(f"plugins: {', '.join(setup.names)}", flush=True)
+        results = [run_workload(setup, workload, work) for workload in WORKLOADS]
+        load_end = os.getloadavg()[0]
+
+    sections = "\n".join(workload_section(result) for result in results)
+    table = f"""# Batch benchmark
+
+Machine: {platform.machine()}, {psutil.cpu_count()} CPU cores, \
+{psutil.virtual_memory().total / 2**30:.0f} GiB RAM, Python {platform.python_version()}; \
+load average {load_start:.1f} at the start, {load_end:.1f} at the end. Both pipelines ran \
+one after the other in the same run, so the ratios are the figures to read.
+
+Plugins (same model folders on both sides): **{setup.note}**.
+Generated CT studies (some compressed) with the manifest's report and clinical fields;
+the same field of view at two sizes. Wall time is the whole process, start-up,
+imports and plugin loading included, on both sides.
+
+Speed-up is the studies/min ratio; CPU time is user + system of the whole process tree
+(the root process from `getrusage`, its descendants, fork-server workers included, sampled
+every 0.1 s); CPU ratio = naive's CPU seconds per study / this pipeline's.
+
+{sections}"""
+    out = TEST_PLUGIN_RESULTS if TEST_PLUGIN_ONLY else RESULTS
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(table)
     print(table)
 
 
