@@ -3,9 +3,10 @@
 200 generated studies end to end, twice: the sample cohort's small studies
 (64x64x32) and CT-sized ones (256x256x64, same field of view). Both pipelines
 run as their own processes one after the other in the same run, so start-up,
-imports and plugin loading count on both sides. The naive loop is what a first script looks like: for
-each study, MONAI ``LoadImage`` on the folder, the report and clinical fields
-from the manifest, ``plugin.predict`` on one case per plugin, ``json.dump``.
+imports and plugin loading count on both sides. The naive loop is what a first
+script looks like: for each study, MONAI ``LoadImage`` on the folder, the report
+and clinical fields from the manifest, ``plugin.predict`` on one case per
+plugin, ``json.dump``.
 ``medplug batch`` does header-only discovery, decoding in worker processes,
 ``predict_batch``, the JSONL/CSV, a DICOM SR and Grad-CAM SCs per study, and
 its journal. Both use the same plugins and model folders. Peak RSS (process

@@ -277,7 +277,8 @@ def test_burst_beyond_the_queue_gets_503_and_slow_requests_504(models: Path, ser
         == 200
     )
     assert admission.count == 0
-    slow = make_client(models, request_timeout_s=0.01)
+    write_bright_spot_model(models, delay_s=1.0)  # every prediction now outlives the timeout
+    slow = make_client(models, request_timeout_s=0.2)
     response = slow.post("/predict/bright-spot", headers=AUTH, files=dicom_parts(series))
     assert response.status_code == 504
 

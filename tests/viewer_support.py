@@ -3,6 +3,7 @@ installed as its own distribution, its model folder, and small DICOM/NIfTI studi
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -14,9 +15,11 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 BRIGHT_SPOT_PLUGIN = '''
 """Finds a bright blob in a CT volume: the smoothed excess over the median is the
-heatmap, its peak (in HU) against a threshold read from the model folder is the score."""
+heatmap, its peak (in HU) against a threshold read from the model folder is the score.
+An optional ``delay_s`` in the model config makes every prediction that slow (timeout tests)."""
 import json
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +31,10 @@ from medplug.contract import Case, Explanation, InputSpec, Plugin, PluginInfo, P
 class BrightSpotPlugin(Plugin):
     name = "bright-spot"
 
-    def __init__(self, threshold_hu: float, width_hu: float) -> None:
+    def __init__(self, threshold_hu: float, width_hu: float, delay_s: float = 0.0) -> None:
         self.threshold_hu = threshold_hu
         self.width_hu = width_hu
+        self.delay_s = delay_s
         self.info = self.describe()
 
     @classmethod
@@ -46,9 +50,10 @@ class BrightSpotPlugin(Plugin):
     @classmethod
     def from_pretrained(cls, model_dir):
         config = json.loads((Path(model_dir) / "bright_spot.json").read_text())
-        return cls(config["threshold_hu"], config["width_hu"])
+        return cls(config["threshold_hu"], config["width_hu"], config.get("delay_s", 0.0))
 
     def _predict(self, case: Case) -> Prediction:
+        time.sleep(self.delay_s)
         image = case.image
         array = image.array.astype(np.float32)
         excess = uniform_filter(array - float(np.median(array)), size=3)
@@ -82,10 +87,11 @@ def install_bright_spot(root: Path) -> Path:
     )
 
 
-def write_bright_spot_model(models: Path) -> Path:
+def write_bright_spot_model(models: Path, delay_s: float = 0.0) -> Path:
     folder = models / "bright-spot"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "bright_spot.json").write_text('{"threshold_hu": 150.0, "width_hu": 40.0}')
+    config = {"threshold_hu": 150.0, "width_hu": 40.0, "delay_s": delay_s}
+    (folder / "bright_spot.json").write_text(json.dumps(config))
     return folder
 
 
