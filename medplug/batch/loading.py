@@ -16,6 +16,7 @@ from typing import Any
 import pydicom
 from pydicom.dataset import Dataset
 
+from medplug.batch.spooled_arrays import discard_spooled, spool_images
 from medplug.contract import Case, ClinicalValue, ImageVolume
 from medplug.errors import DicomError, MedplugError
 from medplug.ingest.scan import ScanResult
@@ -32,6 +33,9 @@ class LoadJob:
     clinical: dict[str, ClinicalValue] = field(default_factory=dict)
     rules: dict[str, Any] | None = None
     spool_dir: str | None = None
+    # Set when the job runs in a worker process: decoded arrays are written there and
+    # mapped by the parent instead of being pickled through the pipe (spooled_arrays).
+    array_dir: str | None = None
 
 
 @dataclass
@@ -76,6 +80,7 @@ class LoadedStudy:
     evidence: StudyEvidence | None = None
     error: dict[str, str] | None = None
     load_s: float = 0.0
+    spooled: list[str | None] = field(default_factory=list)  # per image, see LoadJob.array_dir
 
 
 def error_info(stage: str, exc: BaseException) -> dict[str, str]:
@@ -104,8 +109,11 @@ def load_study(job: LoadJob) -> LoadedStudy:
         if not files:
             raise DicomError(None, "empty-study", "the study has no instances")
         loaded.case, loaded.evidence = decode_case(files, job)
+        if job.array_dir:
+            loaded.spooled = spool_images(loaded.case, job.array_dir, job.case_id)
     except Exception as exc:  # one bad study must never stop the batch
-        loaded.case = None
+        discard_spooled(loaded.spooled)
+        loaded.case, loaded.spooled = None, []
         loaded.error = error_info("load", exc)
     finally:
         if spooled is not None:

@@ -46,6 +46,7 @@ from medplug.batch.loading import LoadedStudy, LoadJob, error_info, load_study
 from medplug.batch.manifest import Manifest
 from medplug.batch.outputs import OutputFolder
 from medplug.batch.processing import ProcessorSettings, StudyProcessor
+from medplug.batch.spooled_arrays import discard_spooled, restore_images
 from medplug.batch.studies import Discovery
 from medplug.batch.writer import OutputWriter
 from medplug.contract import Plugin
@@ -163,6 +164,7 @@ def run_batch(
                     clinical=found.clinical,
                     rules=options.rules,
                     spool_dir=spool,
+                    array_dir=spool if pool is not None else None,
                 )  # fmt: skip
                 for entry in pending
             )
@@ -280,9 +282,16 @@ def _worker_context() -> multiprocessing.context.BaseContext:
 def _result_or_error(future: Future[LoadedStudy], job: LoadJob) -> LoadedStudy:
     """A worker that died (out of memory, crash in a decoder) fails only its study."""
     try:
-        return future.result()
+        loaded = future.result()
     except Exception as exc:
         return LoadedStudy(key=job.key, error=error_info("load", exc))
+    if loaded.case is not None and loaded.spooled:
+        try:
+            restore_images(loaded.case, loaded.spooled)
+        except Exception as exc:  # the worker's file is gone or unreadable
+            discard_spooled(loaded.spooled)
+            return LoadedStudy(key=job.key, error=error_info("load", exc))
+    return loaded
 
 
 def default_pseudonym_map() -> Path:
