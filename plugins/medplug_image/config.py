@@ -66,6 +66,9 @@ class ImageModelConfig:
     patience: int = 8  # early stopping on validation AUC
     label_smoothing: float = 0.0
     mixup: float = 0.0  # Beta(a, a) mixing of image pairs and their targets; 0 is off
+    # Exponential moving average of the weights (and batch-norm statistics), per step,
+    # with this decay; the average is what is validated, kept and saved. 0 is off.
+    weight_ema: float = 0.0
     seed: int = 0
     val_fraction: float = 0.2  # manifests without a split column
     num_threads: int = 2
@@ -85,6 +88,8 @@ class ImageModelConfig:
             raise DataError(f"labels must be at least two distinct names, got {self.labels}")
         if self.ensemble < 1:
             raise DataError(f"ensemble must be at least 1 member, got {self.ensemble}")
+        if not 0.0 <= self.weight_ema < 1.0:
+            raise DataError(f"weight_ema must be in [0, 1), got {self.weight_ema}")
         if self.resize_mode not in ("resize", "pad"):
             raise DataError(f"resize_mode must be 'resize' or 'pad', got {self.resize_mode!r}")
 

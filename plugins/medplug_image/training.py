@@ -18,6 +18,7 @@ import torch
 from monai.utils import set_determinism
 from sklearn.metrics import roc_auc_score
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from medplug.errors import DataError
 from medplug_image.augment import BatchAugment
@@ -146,6 +147,8 @@ def _train_member(
     )
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     mix = Mixup(config.mixup, seed) if config.mixup > 0 else None
+    averaged = weight_average(model, config.weight_ema)
+    evaluated = averaged.module if averaged is not None else model
     history: list[dict] = []
     best_state, best_key, stale = None, (-math.inf, -math.inf), 0
     best_epoch, best_logits = 0, None
@@ -162,9 +165,11 @@ def _train_member(
             loss.backward()
             optimizer.step()
             scheduler.step()
+            if averaged is not None:
+                averaged.update_parameters(model)
             total += float(loss.detach()) * len(index)
             seen += len(index)
-        val_logits = predict_logits(model, val_x, tta_flips=config.tta_flips)
+        val_logits = predict_logits(evaluated, val_x, tta_flips=config.tta_flips)
         val_auc = roc_auc(val_y.numpy(), val_logits)
         val_loss = float(nn.functional.cross_entropy(torch.as_tensor(val_logits), val_y))
         record = {
@@ -180,7 +185,7 @@ def _train_member(
         key = (val_auc if math.isfinite(val_auc) else -math.inf, -val_loss)
         if best_state is None or key > best_key:  # best AUC; ties go to the lower val loss
             best_key, stale = key, 0
-            best_state = copy.deepcopy(model.state_dict())
+            best_state = copy.deepcopy(evaluated.state_dict())
             best_epoch, best_logits = epoch, val_logits
         else:
             stale += 1
@@ -189,6 +194,18 @@ def _train_member(
     model.load_state_dict(best_state)
     model.eval()
     return _MemberRun(model, history, best_epoch, best_logits)
+
+
+def weight_average(model: nn.Module, decay: float) -> AveragedModel | None:
+    """An exponential moving average of ``model``'s weights and buffers, or None (decay 0).
+
+    Averaging the weights along the end of training lands in a flatter region
+    of the loss than the last step (Izmailov et al. 2018, SWA); batch-norm
+    statistics are averaged with them, so the average runs as it is.
+    """
+    if decay <= 0:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 class Mixup:
