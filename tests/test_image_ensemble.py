@@ -103,3 +103,21 @@ def test_mixup_mixes_images_and_keeps_the_batch() -> None:
 def test_ensemble_size_below_one_is_refused() -> None:
     with pytest.raises(DataError, match="ensemble"):
         spot_config(ensemble=0)
+
+
+def test_weight_average_is_what_training_keeps_and_validates(spots_npz: Path) -> None:
+    from medplug_image.datasets import read_npz
+    from medplug_image.training import predict_logits, to_tensors, train_model
+
+    config = spot_config(epochs=2, patience=2, weight_ema=0.9)
+    train, val = (to_tensors(read_npz(spots_npz, s, config), config) for s in ("train", "val"))
+    averaged = train_model(config, train, val)
+    plain = train_model(spot_config(epochs=2, patience=2), train, val)
+    kept = averaged.model.state_dict()
+    # Same seed and data: only the averaging differs, so the kept weights do too ...
+    assert not torch.equal(kept["conv1.weight"], plain.model.state_dict()["conv1.weight"])
+    # ... and the kept network is the one whose val logits chose the epoch and calibrate.
+    again = predict_logits(averaged.model, val[0], tta_flips=config.tta_flips)
+    np.testing.assert_allclose(again, averaged.val_logits, rtol=1e-5, atol=1e-5)
+    with pytest.raises(DataError, match="weight_ema"):
+        spot_config(weight_ema=1.0)
