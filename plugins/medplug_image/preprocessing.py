@@ -85,11 +85,15 @@ def preprocess_volume(
 ) -> MetaTensor:
     """Run the stored chain on one volume; returns a (C, *spatial_size) MetaTensor."""
     array = spatial_array(volume, config, case_id)
+    # C order: a DICOM stack arrives as a transposed view (x, y, z) of its (z, y, x)
+    # slices, and MONAI's resampling makes it contiguous after flipping it, which is
+    # slower than this one copy (256x256x64 CT: 66-83 ms -> 47-52 ms, same values).
+    # Always a copy: the chain must never write into the caller's volume.
+    pixels = torch.from_numpy(np.array(array, dtype=np.float32, order="C"))
     # Saying "no channel" up front makes MONAI count every axis as spatial: without it
     # MONAI 1.6 takes the last axis of a 3D array for a channel and leaves pads on that
     # axis out of the affine, which ``invert_to_input`` reads.
-    image = MetaTensor(torch.as_tensor(array.astype(np.float32)), affine=volume.affine,
-                       meta={"original_channel_dim": "no_channel"})  # fmt: skip
+    image = MetaTensor(pixels, affine=volume.affine, meta={"original_channel_dim": "no_channel"})
     return transform(image)
 
 
