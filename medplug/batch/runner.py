@@ -44,6 +44,7 @@ from medplug.batch.identifiers import StudyLabeller
 from medplug.batch.journal import Journal
 from medplug.batch.loading import LoadedStudy, LoadJob, error_info, load_study
 from medplug.batch.manifest import Manifest
+from medplug.batch.memory import HeapTrimmer
 from medplug.batch.outputs import OutputFolder
 from medplug.batch.processing import ProcessorSettings, StudyProcessor
 from medplug.batch.spooled_arrays import discard_spooled, restore_images
@@ -153,6 +154,7 @@ def run_batch(
         ):
             processor.output_pool = pool
             bar = progress.add_task("studies", total=total, completed=total - len(pending))
+            trimmer = HeapTrimmer()
             jobs = (
                 LoadJob(
                     key=entry.key,
@@ -173,6 +175,7 @@ def run_batch(
                     jobs, journal, pool, options.batch_size, in_flight=2 * options.workers
                 ):
                     writer.submit(processor.predict(ready))
+                    trimmer.after_batch()  # this batch's arrays are released by now
         output.rewrite_results(journal.records())
         output.write_summary(journal.records())
         return journal.counts()
