@@ -85,12 +85,18 @@ def summary(data: Path) -> None:
         "| dataset | variant | overrides of the shipped config at | seeds | val AUC | test AUC | averaged val / test | s / run |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    previous = _previous_averaged()
     for (dataset, tag), runs in groups.items():
         labels = {
             s: np.load(data / f"{dataset}.npz")[f"{s}_labels"].ravel() for s in ("val", "test")
         }
-        averaged = "–"
-        if len(runs) > 1:
+        averaged = previous.get((dataset, tag), "–")
+        logits_kept = all(
+            (WORK / f"{dataset}-{tag}-s{r['seed']}-{split}.npy").is_file()
+            for r in runs
+            for split in ("val", "test")
+        )
+        if len(runs) > 1 and logits_kept:  # logits live in work/, which another machine lacks
             aucs = []
             for split in ("val", "test"):
                 logits = [np.load(WORK / f"{dataset}-{tag}-s{r['seed']}-{split}.npy") for r in runs]
@@ -104,6 +110,18 @@ def summary(data: Path) -> None:
         )
     SUMMARY.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def _previous_averaged() -> dict[tuple[str, str], str]:
+    """The averaged column of the summary written before, for groups whose logits are gone."""
+    if not SUMMARY.is_file():
+        return {}
+    found = {}
+    for line in SUMMARY.read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if len(cells) == 8 and cells[0] not in ("dataset", "---"):
+            found[(cells[0], cells[1])] = cells[6]
+    return found
 
 
 def _head_commit() -> str:
