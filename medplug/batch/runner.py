@@ -19,7 +19,6 @@ import logging
 import multiprocessing
 import multiprocessing.context
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from medplug.batch.manifest import Manifest
 from medplug.batch.memory import HeapTrimmer
 from medplug.batch.outputs import OutputFolder
 from medplug.batch.processing import ProcessorSettings, StudyProcessor
+from medplug.batch.spool import run_spool_folder
 from medplug.batch.spooled_arrays import discard_spooled, restore_images
 from medplug.batch.studies import Discovery
 from medplug.batch.writer import OutputWriter
@@ -149,7 +149,7 @@ def run_batch(
         with (
             inference_threads(options.threads, options.workers),
             _progress(options.progress) as progress,
-            tempfile.TemporaryDirectory(prefix="medplug-spool-") as spool,
+            run_spool_folder() as spool,
             _given_or_own_pool(pool, options.workers) as pool,
         ):
             processor.output_pool = pool
