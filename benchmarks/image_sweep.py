@@ -42,6 +42,11 @@ def variant(dataset: str, overrides: dict, seed: int) -> ImageModelConfig:
     return ImageModelConfig.from_dict(settings)
 
 
+def logits_path(dataset: str, tag: str, seed: int, split: str) -> Path:
+    """Where a run's val or test logits are kept (``work/`` is not committed)."""
+    return WORK / f"{dataset}-{tag}-s{seed}-{split}.npy"
+
+
 def run(dataset: str, tag: str, seeds: list[int], overrides: dict, data: Path) -> None:
     npz = data / f"{dataset}.npz"
     WORK.mkdir(parents=True, exist_ok=True)
@@ -52,8 +57,8 @@ def run(dataset: str, tag: str, seeds: list[int], overrides: dict, data: Path) -
         )
         result = train_model(config, train, val)
         test_logits = predict_logits(result.model, test[0], tta_flips=config.tta_flips)
-        np.save(WORK / f"{dataset}-{tag}-s{seed}-val.npy", result.val_logits)
-        np.save(WORK / f"{dataset}-{tag}-s{seed}-test.npy", test_logits)
+        np.save(logits_path(dataset, tag, seed, "val"), result.val_logits)
+        np.save(logits_path(dataset, tag, seed, "test"), test_logits)
         record = {
             "dataset": dataset,
             "tag": tag,
@@ -92,14 +97,14 @@ def summary(data: Path) -> None:
         }
         averaged = previous.get((dataset, tag), "–")
         logits_kept = all(
-            (WORK / f"{dataset}-{tag}-s{r['seed']}-{split}.npy").is_file()
+            logits_path(dataset, tag, r["seed"], split).is_file()
             for r in runs
             for split in ("val", "test")
         )
         if len(runs) > 1 and logits_kept:  # logits live in work/, which another machine lacks
             aucs = []
             for split in ("val", "test"):
-                logits = [np.load(WORK / f"{dataset}-{tag}-s{r['seed']}-{split}.npy") for r in runs]
+                logits = [np.load(logits_path(dataset, tag, r["seed"], split)) for r in runs]
                 aucs.append(roc_auc(labels[split], np.mean(logits, axis=0)))
             averaged = f"{aucs[0]:.3f} / {aucs[1]:.3f}"
         lines.append(
