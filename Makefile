@@ -15,7 +15,7 @@ DEMO_CASES ?= 48
 MODELS := sample_data/models
 export MEDPLUG_MODELS := $(abspath $(MODELS))
 
-.PHONY: venv demo test lint sample-data demo-models bench bench-ingest bench-image bench-text bench-fusion bench-batch bench-serve clean
+.PHONY: venv system-packages demo test lint sample-data demo-models bench bench-ingest bench-image bench-text bench-fusion bench-batch bench-serve clean
 
 venv: $(VENV)/.installed
 
@@ -36,7 +36,13 @@ demo-models: sample-data
 demo: demo-models
 	$(PY) -m medplug.demo run --cohort $(HOLDOUT) --models $(MODELS)
 
-test: venv
+# Debian packages the tests use for real (Orthanc, dcmtk, dciodvfy, Chromium, Xvfb):
+# installed when this user can (root or password-less sudo), else listed with the
+# tests that will be skipped.
+system-packages:
+	@bash scripts/system-packages.sh
+
+test: venv system-packages
 	$(PY) -m pytest -q -ra
 
 lint: venv

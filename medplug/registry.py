@@ -84,12 +84,23 @@ def plugin_class(name: str) -> type[Plugin]:
 
 
 def default_model_dir(name: str) -> Path:
-    """Where a plugin's model lives when none is given: ``$MEDPLUG_MODELS/<name>``.
+    """Where a plugin's model lives when none is given.
 
-    ``MEDPLUG_MODELS`` defaults to ``./models``; ``make demo`` points it at the
-    demonstration models it trains under ``sample_data/models``.
+    ``$MEDPLUG_MODELS/<name>`` when the variable is set; otherwise the first of
+    ``./models/<name>`` and the demonstration models ``make demo`` trains in the
+    checkout (``sample_data/models/<name>``) that exists, so the README's
+    commands work after ``make demo`` without setting anything.
     """
-    return Path(os.environ.get(MODELS_ENV, "models")) / name
+    given = os.environ.get(MODELS_ENV)
+    if given:
+        return Path(given) / name
+    candidates = [Path("models") / name, _checkout_demo_models() / name]
+    return next((folder for folder in candidates if folder.is_dir()), candidates[0])
+
+
+def _checkout_demo_models() -> Path:
+    """``sample_data/models`` of the checkout medplug runs from (an editable install)."""
+    return Path(__file__).resolve().parent.parent / "sample_data" / "models"
 
 
 def load_plugin(name: str, model_dir: str | Path | None = None) -> Plugin:
@@ -99,7 +110,8 @@ def load_plugin(name: str, model_dir: str | Path | None = None) -> Plugin:
     if not folder.is_dir():
         raise ModelFileError(
             f"plugin {name!r} has no model folder at {folder}; train one with "
-            f"`medplug train` or set {MODELS_ENV} to a folder holding {name}/"
+            f"`medplug train`, run `make demo` for the demonstration models, or set "
+            f"{MODELS_ENV} to a folder holding {name}/"
         )
     plugin = cls.from_pretrained(folder)
     plugin.model_identity = model_identity(folder)

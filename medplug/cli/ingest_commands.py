@@ -27,9 +27,6 @@ from rich.table import Table
 
 from medplug.cli.output import console, error_console, medplug_errors_exit
 
-DEFAULT_PLUGIN_ORDER = ("fusion", "image-classifier")
-
-
 # --------------------------------------------------------------------------- inspect
 
 
@@ -253,19 +250,28 @@ def _inspect_nifti(path: Path, as_json: bool) -> None:
 # --------------------------------------------------------------------------- predict
 
 
-def default_plugin() -> str:
-    """``fusion`` when installed with a model folder, else ``image-classifier``."""
+def default_plugin(has_image: bool = True) -> str:
+    """``fusion`` when installed with a model folder, else the single-modality plugin for the input.
+
+    Fusion takes any mix of image, report and clinical fields; without it an image
+    goes to ``image-classifier`` and a report alone to ``report-classifier``.
+    """
     from medplug.registry import default_model_dir, discover
 
     installed = {entry.name for entry in discover() if entry.ok}
-    for name in DEFAULT_PLUGIN_ORDER:
+    fallback = "image-classifier" if has_image else "report-classifier"
+    for name in ("fusion", fallback):
         if name in installed and default_model_dir(name).is_dir():
             return name
-    return DEFAULT_PLUGIN_ORDER[-1]
+    return fallback
 
 
 def predict(
-    path: Path = typer.Argument(..., exists=True, help="DICOM folder or file, or NIfTI file."),
+    path: Path = typer.Argument(
+        None,
+        exists=True,
+        help="DICOM folder or file, or NIfTI file (optional with --report or --clinical).",
+    ),
     report: Path = typer.Option(
         None, "--report", exists=True, dir_okay=False, help="Report text file."
     ),
@@ -279,16 +285,27 @@ def predict(
     rules: str = typer.Option(None, "--rules", help="Series selection rules: JSON text or file."),
     as_json: bool = typer.Option(False, "--json", help="Print the Prediction as JSON."),
 ) -> None:
-    """Ingest PATH (plus optional report and clinical fields) and run one plugin on it."""
+    """Ingest PATH (plus optional report and clinical fields) and run one plugin on it.
+
+    Any of the three inputs may be missing (a report alone, clinical fields alone),
+    as the contract allows; the plugin says what it needs.
+    """
     from medplug.ingest.loading import load_case
     from medplug.registry import load_plugin
 
+    if path is None and report is None and clinical is None:
+        error_console.print("[red]error:[/] give an image PATH, --report FILE or --clinical JSON")
+        raise typer.Exit(2)
     with medplug_errors_exit():
-        name = plugin or default_plugin()
+        name = plugin or default_plugin(has_image=path is not None)
+        source = path if path is not None else report
+        case_id = None if path is not None else (report.parent.name if report else "case")
         with _progress(True) as progress:
-            task = progress.add_task(f"reading {path.name}", total=None)
+            task = progress.add_task(
+                f"reading {source.name if source else 'clinical fields'}", total=None
+            )
             started = time.perf_counter()
-            case = load_case(path, report=report, clinical=clinical, rules=rules)
+            case = load_case(path, case_id=case_id, report=report, clinical=clinical, rules=rules)
             ingest_s = time.perf_counter() - started
             progress.update(task, description=f"loading plugin {name}")
             runner = load_plugin(name, model)
