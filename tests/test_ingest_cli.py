@@ -36,6 +36,30 @@ class MeanHU(Plugin):
         return Prediction(plugin="mean-hu", plugin_version="0.1", case_id=case.case_id,
                           label=["soft", "dense"][int(dense)],
                           probabilities={"soft": 1 - dense, "dense": dense})
+
+
+class Wordy(Plugin):
+    """Test plugin without an image: 'long' for a report of over five words or age over 60."""
+    name = "wordy"
+
+    @classmethod
+    def describe(cls):
+        return PluginInfo(name="wordy", version="0.1", task="classification",
+                          labels=["short", "long"],
+                          inputs={"report": InputSpec(kind="text", required=False),
+                                  "clinical": InputSpec(kind="tabular", required=False)})
+
+    @classmethod
+    def from_pretrained(cls, model_dir):
+        plugin = cls()
+        plugin.info = cls.describe()
+        return plugin
+
+    def _predict(self, case: Case) -> Prediction:
+        long = float(len((case.report or "").split()) > 5 or case.clinical.get("age", 0) > 60)
+        return Prediction(plugin="wordy", plugin_version="0.1", case_id=case.case_id,
+                          label=["short", "long"][int(long)],
+                          probabilities={"short": 1 - long, "long": long})
 '''
 
 
@@ -47,7 +71,9 @@ def mean_hu_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (site / "mean_hu_test.py").write_text(PLUGIN_SOURCE)
     info = site / "mean_hu_test-0.1.dist-info"
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mean-hu-test\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[medplug.plugins]\nmean-hu = mean_hu_test:MeanHU\n")
+    (info / "entry_points.txt").write_text(
+        "[medplug.plugins]\nmean-hu = mean_hu_test:MeanHU\nwordy = mean_hu_test:Wordy\n"
+    )
     monkeypatch.syspath_prepend(str(site))
     (tmp_path / "model").mkdir()
     yield tmp_path / "model"
@@ -71,6 +97,28 @@ def test_predict_runs_plugin_and_prints_table_or_json(series: Path, mean_hu_plug
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout[result.stdout.index("{") :])
     assert payload["label"] == "dense" and payload["probabilities"]["dense"] == 1.0
+
+
+def test_predict_report_alone_or_clinical_alone(mean_hu_plugin: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    report = tmp_path / "case0007" / "report.txt"
+    report.parent.mkdir()
+    report.write_text("FINDINGS: a long report with more than five words.")
+    args = ["predict", "--report", str(report), "--plugin", "wordy", "--model", str(mean_hu_plugin)]
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout[result.stdout.index("{") :])
+    assert payload["label"] == "long" and payload["case_id"] == "case0007"
+    args = ["predict", "--clinical", '{"age": 40}', "--plugin", "wordy"]
+    result = runner.invoke(app, [*args, "--model", str(mean_hu_plugin), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout[result.stdout.index("{") :])["label"] == "short"
+    # an image plugin given only a report says what is missing, in one line
+    args = ["predict", "--report", str(report), "--plugin", "mean-hu"]
+    result = runner.invoke(app, [*args, "--model", str(mean_hu_plugin)])
+    assert result.exit_code == 2 and "image" in result.output and "Traceback" not in result.output
+    result = runner.invoke(app, ["predict", "--plugin", "wordy"])
+    assert result.exit_code == 2 and "--report" in result.output
 
 
 def test_predict_errors_are_one_line_exit_2(series: Path, tmp_path: Path) -> None:
