@@ -232,10 +232,13 @@ def test_orthanc_outage_mid_run_is_ridden_out_and_counted(
             f"{summary['retried_studies']} studies needed {summary['retries']} network retries"
             in stdout
         )
+        log = (out / "batch.log").read_text()
+        assert "network retries" in log
+        assert not any(r["study_uid"] in log for r in found)  # hashes only, no UIDs
         for record in found:  # every SR arrived exactly once, retried pushes included
             series = server.series_of_study(record["study_uid"])
             assert [s["00080060"]["Value"] for s in series].count(["SR"]) == 1
-        print(f"outage {outage_s:.1f} s; summary {summary}")
+        print(f"outage {outage_s:.1f} s; summary {summary}; {stdout.strip()}")
     finally:
         server.stop()
 
@@ -424,14 +427,16 @@ def test_kill_9_of_the_run_leaves_no_process_behind(
         run.wait()
         killed = time.monotonic()
         ended: dict[int, float] = {}
-        while time.monotonic() < killed + 5 and len(ended) < len(children):
+        # Measured 0.02-0.1 s for the workers and fork server and 1-3.5 s for the resource
+        # tracker (it cleans up after them) on 2 cores at load 10; 8 s is the hang guard.
+        while time.monotonic() < killed + 8 and len(ended) < len(children):
             for process in children:
                 if process.pid not in ended and _gone(process):
                     ended[process.pid] = time.monotonic() - killed
             time.sleep(0.02)
         left = [p for p in children if not _gone(p)]
         print(f"descendants {names}; gone after {sorted(ended.values())} s")
-        assert not left, f"still running 5 s after kill -9: {[p.cmdline() for p in left]}"
+        assert not left, f"still running 8 s after kill -9: {[p.cmdline() for p in left]}"
     finally:  # never leave a process behind, whatever failed
         if run.poll() is None:
             children = main.children(recursive=True)

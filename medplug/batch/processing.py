@@ -258,7 +258,13 @@ class StudyProcessor:
                 error.get("plugin") or error["stage"],
                 error["reason"],
             )
-        log.info("%s: %s", self.labeller.for_log(outcome.entry.key), record["status"])
+        retries = record["provenance"]["network_retries"]
+        log.info(
+            "%s: %s%s",
+            self.labeller.for_log(outcome.entry.key),
+            record["status"],
+            f" after {retries} network retries" if retries else "",
+        )
 
     def _record(
         self,
