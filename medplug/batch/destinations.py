@@ -8,43 +8,51 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from pydicom.dataset import Dataset
 
+from medplug.batch.dicomweb import RetryCount, RetryPolicy, store_instances
 from medplug.errors import MedplugError
 
 DIMSE_PATTERN = re.compile(r"^(?P<ae>[^@]{1,16})@(?P<host>[^:]+):(?P<port>\d+)$")
 
 
 class PushError(MedplugError):
-    """Results could not be delivered to the destination."""
+    """Results could not be delivered to the destination (``retries``: network retries spent)."""
+
+    def __init__(self, message: str, retries: int = 0) -> None:
+        super().__init__(message)
+        self.retries = retries
 
 
 class Destination(Protocol):
     description: str
 
-    def send(self, datasets: Sequence[Dataset]) -> None: ...
+    def send(self, datasets: Sequence[Dataset]) -> int | None:
+        """Deliver ``datasets``; returns the network retries it took (None: not counted)."""
+        ...
 
 
 @dataclass
 class DicomwebDestination:
-    """STOW-RS to a DICOMweb base URL."""
+    """STOW-RS to a DICOMweb base URL, retried on transient failures (``dicomweb``)."""
 
     url: str
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     @property
     def description(self) -> str:
         return f"STOW-RS {self.url}"
 
-    def send(self, datasets: Sequence[Dataset]) -> None:
-        from dicomweb_client.api import DICOMwebClient
-
+    def send(self, datasets: Sequence[Dataset]) -> int:
+        count = RetryCount()
         try:
-            DICOMwebClient(url=self.url).store_instances(list(datasets))
+            store_instances(self.url, list(datasets), self.retry, count)
         except Exception as exc:
-            raise PushError(f"STOW-RS to {self.url} failed: {exc}") from exc
+            raise PushError(str(exc), count.retries) from exc
+        return count.retries
 
 
 @dataclass
@@ -84,10 +92,12 @@ class DimseDestination:
             assoc.release()
 
 
-def parse_destination(text: str, calling_ae: str = "MEDPLUG") -> Destination:
+def parse_destination(
+    text: str, calling_ae: str = "MEDPLUG", retry: RetryPolicy | None = None
+) -> Destination:
     """``http(s)://base`` -> STOW-RS; ``AE@host:port`` -> C-STORE."""
     if text.startswith(("http://", "https://")):
-        return DicomwebDestination(text.rstrip("/"))
+        return DicomwebDestination(text.rstrip("/"), retry or RetryPolicy())
     match = DIMSE_PATTERN.match(text)
     if match:
         return DimseDestination(

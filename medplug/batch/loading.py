@@ -16,7 +16,9 @@ from typing import Any
 import pydicom
 from pydicom.dataset import Dataset
 
+from medplug.batch.dicomweb import RetryCount, RetryPolicy, retrieve_study
 from medplug.batch.spooled_arrays import discard_spooled, spool_images
+from medplug.batch.storage import storage_problem
 from medplug.contract import Case, ClinicalValue, ImageVolume
 from medplug.errors import DicomError, MedplugError
 from medplug.ingest.scan import ScanResult
@@ -36,6 +38,7 @@ class LoadJob:
     # Set when the job runs in a worker process: decoded arrays are written there and
     # mapped by the parent instead of being pickled through the pipe (spooled_arrays).
     array_dir: str | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)  # DICOMweb fetches
 
 
 @dataclass
@@ -81,10 +84,18 @@ class LoadedStudy:
     error: dict[str, str] | None = None
     load_s: float = 0.0
     spooled: list[str | None] = field(default_factory=list)  # per image, see LoadJob.array_dir
+    retries: int = 0  # network retries the fetch needed
 
 
 def error_info(stage: str, exc: BaseException) -> dict[str, str]:
-    """A specific, PHI-free reason: the medplug category, else the exception type."""
+    """A specific, PHI-free reason: the medplug category, else the exception type.
+
+    A full disk (anywhere) or an unwritable output (``output`` stage) gets the
+    ``storage`` reasons, which stop a batch instead of failing the study.
+    """
+    problem = storage_problem(exc, writing=stage == "output")
+    if problem is not None:
+        return {"stage": stage, "reason": problem[0], "message": problem[1][:500]}
     if isinstance(exc, DicomError):
         reason = exc.category
     elif isinstance(exc, MedplugError):
@@ -102,7 +113,11 @@ def load_study(job: LoadJob) -> LoadedStudy:
     try:
         files = job.locator.get("files")
         if job.locator["kind"] == "dicomweb":
-            spooled = fetch_dicomweb(job)
+            count = RetryCount()
+            try:
+                spooled = fetch_dicomweb(job, count)
+            finally:
+                loaded.retries = count.retries
             files = sorted(str(p) for p in spooled.iterdir())
         elif job.locator["kind"] == "folder":
             files = sorted(str(p) for p in Path(job.locator["path"]).rglob("*") if p.is_file())
@@ -122,21 +137,21 @@ def load_study(job: LoadJob) -> LoadedStudy:
     return loaded
 
 
-def fetch_dicomweb(job: LoadJob) -> Path:
-    """WADO-RS retrieve of the whole study into a private spool folder."""
-    from dicomweb_client.api import DICOMwebClient
-
+def fetch_dicomweb(job: LoadJob, count: RetryCount | None = None) -> Path:
+    """WADO-RS retrieve of the whole study, as stored, into a private spool folder."""
     if not job.spool_dir:
         raise ValueError("a DICOMweb study needs a spool folder")
     target = Path(job.spool_dir) / job.case_id
     target.mkdir(parents=True, exist_ok=True)
-    client = DICOMwebClient(url=job.locator["url"])
     try:
-        instances = client.retrieve_study(job.locator["study_uid"])
+        retrieve_study(
+            job.locator["url"], job.locator["study_uid"], target, job.retry, count or RetryCount()
+        )
     except Exception as exc:
-        raise DicomError(None, "fetch-failed", f"WADO-RS retrieve failed ({exc})") from exc
-    for number, dataset in enumerate(instances):
-        dataset.save_as(target / f"{number:05d}.dcm", enforce_file_format=False)
+        shutil.rmtree(target, ignore_errors=True)
+        if storage_problem(exc, writing=False) is not None:
+            raise
+        raise DicomError(None, "fetch-failed", str(exc)) from exc
     return target
 
 

@@ -1,6 +1,7 @@
 """The files a batch leaves in its output folder.
 
 ``results.jsonl`` (one line per study), ``summary.csv`` (one row per study),
+``summary.json`` (the run's totals: studies done and failed, network retries),
 ``sr/<study>.dcm`` and ``sc/<study>-<plugin>.dcm``. DICOM files are written
 to a temporary name and renamed, so a killed run never leaves half a file;
 the JSONL is rewritten from the journal on start and end, so it always holds
@@ -9,10 +10,11 @@ each finished study exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,25 @@ from pydicom.dataset import Dataset
 
 RESULTS_NAME = "results.jsonl"
 SUMMARY_NAME = "summary.csv"
-SUMMARY_COLUMNS = ["study", "status", "plugin", "label", "probability", "reason", "total_s"]
+RUN_SUMMARY_NAME = "summary.json"
+SUMMARY_COLUMNS = [
+    "study", "status", "plugin", "label", "probability", "reason", "total_s", "retries",
+]  # fmt: skip
+
+
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """Write ``path`` under a temporary name, renamed when done; removed if writing fails.
+
+    A disk that fills up mid-write must not keep the half file (nor lose the old one).
+    """
+    partial = path.with_name(path.name + ".partial")
+    try:
+        yield partial
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
 
 
 class OutputFolder:
@@ -31,6 +51,7 @@ class OutputFolder:
         self.root.mkdir(parents=True, exist_ok=True)
         self.results = self.root / RESULTS_NAME
         self.summary = self.root / SUMMARY_NAME
+        self.run_summary = self.root / RUN_SUMMARY_NAME
 
     def sr_path(self, study: str) -> Path:
         return self.root / "sr" / f"{study}.dcm"
@@ -40,20 +61,17 @@ class OutputFolder:
 
     def write_dicom(self, dataset: Dataset, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial")
-        dataset.save_as(partial, enforce_file_format=True)
-        os.replace(partial, path)
+        with _replacing(path) as partial:
+            dataset.save_as(partial, enforce_file_format=True)
         return path
 
     def rewrite_results(self, records: Iterable[dict[str, Any]]) -> None:
         """Replace ``results.jsonl`` with exactly ``records`` (atomic)."""
-        partial = self.results.with_suffix(".partial")
-        with partial.open("w", encoding="utf-8") as handle:
+        with _replacing(self.results) as partial, partial.open("w", encoding="utf-8") as handle:
             for record in records:
                 handle.write(json.dumps(record, sort_keys=True) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(partial, self.results)
 
     def append_results(self, records: Iterable[dict[str, Any]]) -> None:
         """Add finished studies' lines (not synced: the journal is the truth, see above)."""
@@ -62,13 +80,19 @@ class OutputFolder:
 
     def write_summary(self, records: Iterable[dict[str, Any]]) -> None:
         """One CSV row per study and plugin (errors get one row with the reason)."""
-        partial = self.summary.with_suffix(".partial")
-        with partial.open("w", newline="", encoding="utf-8") as handle:
+        with (
+            _replacing(self.summary) as partial,
+            partial.open("w", newline="", encoding="utf-8") as handle,
+        ):
             writer = csv.DictWriter(handle, fieldnames=SUMMARY_COLUMNS)
             writer.writeheader()
             for record in records:
                 writer.writerows(summary_rows(record))
-        os.replace(partial, self.summary)
+
+    def write_run_summary(self, totals: dict[str, Any]) -> None:
+        """``summary.json``: the run's totals (see ``runner.RunSummary``)."""
+        with _replacing(self.run_summary) as partial:
+            partial.write_text(json.dumps(totals, indent=2, sort_keys=True) + "\n")
 
 
 def summary_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -76,6 +100,7 @@ def summary_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
         "study": record["study"],
         "status": record["status"],
         "total_s": round(record.get("timing", {}).get("total_s", 0.0), 3),
+        "retries": record.get("provenance", {}).get("network_retries", 0),
     }
     rows = []
     for result in record.get("results", []):

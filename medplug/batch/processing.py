@@ -32,6 +32,7 @@ from medplug.batch.journal import Journal, StudyEntry
 from medplug.batch.loading import LoadedStudy, error_info
 from medplug.batch.outputs import OutputFolder
 from medplug.batch.sr import SrIdentity
+from medplug.batch.storage import STORAGE_REASONS, stop_error
 from medplug.contract import Case, Plugin, Prediction
 from medplug.phi import scrub
 
@@ -47,6 +48,9 @@ class ProcessorSettings:
     deidentify: bool = False
     source_kind: str = "folder"
     push_deidentified: bool = False  # listener forwarding out of the hospital
+    # A full or unwritable output disk stops the run (``storage``) instead of failing
+    # every study after it; the batch runner sets it.
+    stop_on_storage_errors: bool = False
 
 
 @dataclass
@@ -60,6 +64,7 @@ class StudyOutcome:
     predict_s: float = 0.0
     series_uid: str | None = None
     heatmap_slices: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    push_retries: int = 0
 
     def release_pixels(self, keep_heatmaps: bool) -> None:
         """Keep what the writer needs (each heatmap's peak slice), drop the arrays.
@@ -178,6 +183,8 @@ class StudyProcessor:
             written = [future.result() if future else None for future in futures]
         else:
             written = [write_dicom_outputs(job) if job else None for job in jobs]
+        if self.settings.stop_on_storage_errors:
+            self._stop_if_storage_failed(outcomes, written)
         records = [
             self._finish_one(outcome, result)
             for outcome, result in zip(outcomes, written, strict=True)
@@ -187,6 +194,16 @@ class StudyProcessor:
         for outcome, record in zip(outcomes, records, strict=True):
             self._log(outcome, record)
         return records
+
+    def _stop_if_storage_failed(
+        self, outcomes: Sequence[StudyOutcome], written: Sequence[DicomOutputResult | None]
+    ) -> None:
+        """Raise before anything is committed: these studies stay to be redone on resume."""
+        errors = [error for outcome in outcomes for error in outcome.errors]
+        errors += [result.error for result in written if result is not None and result.error]
+        for error in errors:
+            if error["reason"] in STORAGE_REASONS:
+                raise stop_error(self.output.root, error["reason"], error["message"])
 
     def _output_job(self, outcome: StudyOutcome) -> DicomOutputJob | None:
         """What the study's SR and SCs need, or None when there is nothing to write."""
@@ -225,9 +242,10 @@ class StudyProcessor:
                 outcome.errors.append(written.error)
             elif self.destination is not None:
                 try:
-                    self.destination.send(written.to_push)
+                    outcome.push_retries = self.destination.send(written.to_push) or 0
                     pushed = self.destination.description
                 except Exception as exc:  # a failed push is this study's error only
+                    outcome.push_retries = getattr(exc, "retries", 0)
                     outcome.errors.append(error_info("output", exc))
         write_s = (written.elapsed_s if written else 0.0) + time.perf_counter() - started
         return self._record(outcome, study, files, pushed, write_s)
@@ -240,7 +258,13 @@ class StudyProcessor:
                 error.get("plugin") or error["stage"],
                 error["reason"],
             )
-        log.info("%s: %s", self.labeller.for_log(outcome.entry.key), record["status"])
+        retries = record["provenance"]["network_retries"]
+        log.info(
+            "%s: %s%s",
+            self.labeller.for_log(outcome.entry.key),
+            record["status"],
+            f" after {retries} network retries" if retries else "",
+        )
 
     def _record(
         self,
@@ -288,6 +312,7 @@ class StudyProcessor:
                 "files": files,
                 "pushed_to": pushed,
                 "attempt": outcome.entry.attempts,
+                "network_retries": outcome.loaded.retries + outcome.push_retries,
                 "deidentified": self.settings.deidentify,
             },
         }

@@ -19,6 +19,7 @@ import logging
 import multiprocessing
 import multiprocessing.context
 import os
+import sqlite3
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -39,8 +40,10 @@ from rich.text import Text
 
 from medplug.batch.deidentify import PseudonymMap
 from medplug.batch.destinations import Destination
+from medplug.batch.dicomweb import RetryPolicy
 from medplug.batch.identifiers import StudyLabeller
 from medplug.batch.journal import Journal
+from medplug.batch.lifetime import exit_with
 from medplug.batch.loading import LoadedStudy, LoadJob, error_info, load_study
 from medplug.batch.manifest import Manifest
 from medplug.batch.memory import HeapTrimmer
@@ -48,6 +51,7 @@ from medplug.batch.outputs import OutputFolder
 from medplug.batch.processing import ProcessorSettings, StudyProcessor
 from medplug.batch.spool import run_spool_folder
 from medplug.batch.spooled_arrays import discard_spooled, restore_images
+from medplug.batch.storage import OutputStorageError, stop_error, storage_problem
 from medplug.batch.studies import Discovery
 from medplug.batch.writer import OutputWriter
 from medplug.contract import Plugin
@@ -73,6 +77,39 @@ class BatchOptions:
     source_kind: str = "folder"
     progress: bool = True
     threads: int | None = None  # torch threads for inference; None: cores left by the workers
+    retry: RetryPolicy = field(default_factory=RetryPolicy)  # DICOMweb fetches (and pushes)
+    search_retries: int = 0  # network retries the study search needed, for the summary
+
+
+@dataclass
+class RunSummary:
+    """How the run went: studies per journal state, and how often the network failed.
+
+    ``retried_studies``/``retries`` cover every finished study's last attempt
+    (fetch and push), read back from the journal, so a resumed run counts too.
+    """
+
+    counts: dict[str, int]
+    retried_studies: int = 0
+    retries: int = 0
+    search_retries: int = 0
+
+    @classmethod
+    def from_records(
+        cls, counts: dict[str, int], records: Iterator[dict[str, Any]], search_retries: int
+    ) -> RunSummary:
+        spent = [r.get("provenance", {}).get("network_retries", 0) or 0 for r in records]
+        return cls(dict(counts), sum(1 for n in spent if n), sum(spent), search_retries)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "studies": sum(self.counts.values()),
+            "done": self.counts.get("done", 0),
+            "failed": self.counts.get("error", 0),
+            "retried_studies": self.retried_studies,
+            "retries": self.retries,
+            "search_retries": self.search_retries,
+        }
 
 
 class StudiesPerSecondColumn(ProgressColumn):
@@ -106,12 +143,32 @@ def run_batch(
     options: BatchOptions,
     destination: Destination | None = None,
     pool: Executor | None = None,
-) -> dict[str, int]:
-    """Run every study of ``discovery`` not already finished; returns the state counts.
+) -> RunSummary:
+    """Run every study of ``discovery`` not already finished; returns the summary.
 
     ``pool``: worker processes the caller already started (``worker_pool``), e.g.
     for discovery; by default the run starts ``options.workers`` of its own.
+    A full or unwritable output disk stops the run with ``OutputStorageError``
+    (what was committed stays; a rerun resumes).
     """
+    try:
+        return _run_batch(discovery, plugins, options, destination, pool)
+    except OutputStorageError:
+        raise
+    except (OSError, sqlite3.Error) as exc:
+        problem = storage_problem(exc)
+        if problem is None:
+            raise
+        raise stop_error(options.out_dir, *problem) from exc
+
+
+def _run_batch(
+    discovery: Discovery,
+    plugins: Sequence[Plugin],
+    options: BatchOptions,
+    destination: Destination | None,
+    pool: Executor | None,
+) -> RunSummary:
     output = OutputFolder(options.out_dir)
     journal = Journal(output.root / JOURNAL_NAME)
     pseudonyms = None
@@ -139,6 +196,7 @@ def run_batch(
                 write_heatmaps=options.write_heatmaps,
                 deidentify=options.deidentify,
                 source_kind=options.source_kind,
+                stop_on_storage_errors=True,
             ),
             destination=destination,
             pseudonyms=pseudonyms,
@@ -167,6 +225,7 @@ def run_batch(
                     rules=options.rules,
                     spool_dir=spool,
                     array_dir=spool if pool is not None else None,
+                    retry=options.retry,
                 )  # fmt: skip
                 for entry in pending
             )
@@ -178,7 +237,11 @@ def run_batch(
                     trimmer.after_batch()  # this batch's arrays are released by now
         output.rewrite_results(journal.records())
         output.write_summary(journal.records())
-        return journal.counts()
+        summary = RunSummary.from_records(
+            journal.counts(), journal.records(), options.search_retries
+        )
+        output.write_run_summary(summary.to_json())
+        return summary
     finally:
         journal.close()
         if pseudonyms is not None:
@@ -211,8 +274,18 @@ def worker_pool(workers: int) -> Iterator[Executor | None]:
     if workers <= 0:
         yield None
         return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=_worker_context()) as pool:
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=_worker_context(),
+        initializer=exit_with,  # a killed run takes its workers with it (lifetime)
+        initargs=(os.getpid(),),
+    )
+    try:
         yield pool
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)  # a stopping run waits only for work begun
+        raise
+    pool.shutdown(wait=True)
 
 
 def _given_or_own_pool(

@@ -18,6 +18,14 @@ from typing import Any
 
 import pydicom
 
+from medplug.batch.dicomweb import (
+    PacsError,
+    RetryCount,
+    RetryPolicy,
+    SourceUnreachable,
+    search_studies,
+)
+
 log = logging.getLogger("medplug.batch")
 
 
@@ -36,6 +44,7 @@ class Discovery:
 
     studies: list[StudyTask] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    retries: int = 0  # network retries the search needed
 
 
 def discover_folder(
@@ -73,18 +82,17 @@ def _accession(path: str) -> str | None:
     return str(header.get("AccessionNumber", "") or "") or None
 
 
-def discover_dicomweb(url: str, filters: dict[str, str] | None = None) -> Discovery:
-    """List studies with QIDO-RS; ``filters`` are QIDO query keys (e.g. ModalitiesInStudy=CT)."""
-    from dicomweb_client.api import DICOMwebClient
+def discover_dicomweb(
+    url: str, filters: dict[str, str] | None = None, retry: RetryPolicy | None = None
+) -> Discovery:
+    """List studies with QIDO-RS; ``filters`` are QIDO query keys (e.g. ModalitiesInStudy=CT).
 
-    client = DICOMwebClient(url=url)
-    discovery = Discovery()
-    offset, page = 0, 500
-    while True:
-        found = client.search_for_studies(
-            search_filters=dict(filters or {}), offset=offset, limit=page
-        )
-        for item in found:
+    Transient failures are retried (``retry``); a source that stays unreachable
+    raises ``SourceUnreachable`` with one line naming it and the reason.
+    """
+    discovery, count = Discovery(), RetryCount()
+    try:
+        for item in search_studies(url, dict(filters or {}), retry or RetryPolicy(), count):
             study = pydicom.Dataset.from_json(item)
             study_uid = str(study.StudyInstanceUID)
             discovery.studies.append(
@@ -94,7 +102,7 @@ def discover_dicomweb(url: str, filters: dict[str, str] | None = None) -> Discov
                     locator={"kind": "dicomweb", "url": url, "study_uid": study_uid},
                 )
             )
-        if len(found) < page:
-            break
-        offset += page
+    except PacsError as exc:
+        raise SourceUnreachable(f"cannot list the studies of the DICOMweb source: {exc}") from None
+    discovery.retries = count.retries
     return discovery

@@ -82,12 +82,31 @@ def _freeze_loaded_heap() -> None:
     gc.enable()
 
 
+class _QuietFileHandler(logging.FileHandler):
+    """A log line that cannot be written (disk full) is dropped, not printed as a traceback.
+
+    The run itself notices the full disk at its next journal or output write
+    and stops with one clear line.
+    """
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        pass
+
+
 def _setup_logging(out: Path, verbose: bool) -> None:
     """Log to ``<out>/batch.log``; study identifiers in it are hashes unless asked otherwise."""
-    out.mkdir(parents=True, exist_ok=True)
+    from medplug.batch.storage import stop_error, storage_problem
+
     logger = logging.getLogger("medplug.batch")
     logger.setLevel(logging.INFO)
-    handler = logging.FileHandler(out / "batch.log", encoding="utf-8")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        handler = _QuietFileHandler(out / "batch.log", encoding="utf-8")
+    except OSError as exc:
+        problem = storage_problem(exc)
+        if problem is None:
+            raise
+        raise stop_error(out, *problem) from None
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger.addHandler(handler)
     if verbose:
@@ -128,16 +147,32 @@ def batch(
         False, "--show-identifiers", help="Log study UIDs instead of their hashes."
     ),
     retry_errors: bool = typer.Option(False, "--retry-errors", help="Rerun failed studies."),
+    retries: int = typer.Option(
+        10, "--retries", min=0, help="DICOMweb: retries of a failed request (backoff + jitter)."
+    ),
+    retry_max_wait: float = typer.Option(
+        10.0, "--retry-max-wait", min=0.0, help="DICOMweb: longest wait between retries (s)."
+    ),
+    network_timeout: float = typer.Option(
+        30.0, "--network-timeout", min=0.1, help="DICOMweb: connect/read timeout (s)."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     verbose: bool = typer.Option(False, "--verbose", help="Also log to the console."),
 ) -> None:
     """Run plugins over every study in a folder or a DICOMweb server; resumable."""
     from medplug.batch.destinations import parse_destination
+    from medplug.batch.dicomweb import RetryPolicy
     from medplug.batch.manifest import Manifest
     from medplug.batch.runner import BatchOptions, run_batch, worker_pool
     from medplug.batch.studies import discover_dicomweb, discover_folder
 
     _pause_collector()
+    retry = RetryPolicy(
+        retries=retries,
+        first_wait=min(0.5, retry_max_wait),
+        max_wait=retry_max_wait,
+        timeout=network_timeout,
+    )
     with medplug_errors_exit(), worker_pool(workers) as pool:
         is_web = source.startswith(("http://", "https://"))
         if not is_web and not Path(source).is_dir():
@@ -145,7 +180,7 @@ def batch(
         _setup_logging(out, verbose)
         loading = _load_plugins_in_background(plugin, model) if pool is not None else None
         discovery = (
-            discover_dicomweb(source.rstrip("/"), _parse_filters(study_filter))
+            discover_dicomweb(source.rstrip("/"), _parse_filters(study_filter), retry)
             if is_web
             else discover_folder(Path(source), workers=max(workers, 1), pool=pool)
         )
@@ -153,9 +188,9 @@ def batch(
         _freeze_loaded_heap()
         destination = None
         if push_to:
-            destination = parse_destination(push_to)
+            destination = parse_destination(push_to, retry=retry)
         elif push and is_web:
-            destination = parse_destination(source.rstrip("/"))
+            destination = parse_destination(source.rstrip("/"), retry=retry)
         options = BatchOptions(
             out_dir=out,
             workers=workers,
@@ -170,11 +205,21 @@ def batch(
             retry_errors=retry_errors,
             source_kind="dicomweb" if is_web else "folder",
             progress=progress,
+            retry=retry,
+            search_retries=discovery.retries,
         )
-        counts = run_batch(discovery, plugins, options, destination, pool=pool)
+        summary = run_batch(discovery, plugins, options, destination, pool=pool)
+    counts = summary.counts
+    network = ""
+    if is_web or destination is not None:
+        network = (
+            f"; {summary.retried_studies} studies needed {summary.retries} network retries"
+            f" (search: {summary.search_retries})"
+        )
     console.print(
         f"{counts.get('done', 0)} done, {counts.get('error', 0)} failed"
-        f" ({len(discovery.skipped)} non-DICOM files skipped); results in {out}"
+        f" ({len(discovery.skipped)} non-DICOM files skipped){network}; results in {out}",
+        highlight=False,
     )
 
 

@@ -20,5 +20,8 @@ def medplug_errors_exit() -> Iterator[None]:
     try:
         yield
     except MedplugError as exc:
-        error_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        # soft_wrap: one line however narrow the terminal (or 80 columns when piped to a log)
+        error_console.print(
+            f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True
+        )
         raise typer.Exit(code=2) from None
