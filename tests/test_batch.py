@@ -23,6 +23,7 @@ from batch_support import (
     intensity_model,
     tool,
 )
+from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 
 from medplug.batch.deidentify import (
     REMOVED,
@@ -263,6 +264,12 @@ def test_folder_batch_writes_one_record_per_study_and_isolates_bad_ones(
         assert dciodvfy_errors(out / record["provenance"]["files"]["heatmap:mean-intensity"]) == []
         probabilities = res["prediction"]["probabilities"]
         assert res["prediction"]["label"] == max(probabilities, key=probabilities.get)
+        report = DiagnosticReport.model_validate_json(
+            (out / record["provenance"]["files"]["fhir"]).read_text()
+        )
+        assert report.imagingStudy[0].identifier.value == f"urn:oid:{record['study_uid']}"
+        (observation,) = [r for r in report.contained if r.get_resource_type() == "Observation"]
+        assert observation.valueCodeableConcept.coding[0].code == res["prediction"]["label"]
 
     failed = by_uid[rows[1]["study_uid"]]
     assert failed["status"] == "error"
@@ -319,12 +326,14 @@ def test_deidentified_outputs_use_a_consistent_local_pseudonym_map(
         (record,) = read_jsonl(tmp_path / name / "results.jsonl")
         records.append(record)
         for path in (tmp_path / name).rglob("*"):
-            if path.is_file() and path.suffix in (".dcm", ".jsonl", ".csv", ".log"):
+            if path.is_file() and path.suffix in (".dcm", ".jsonl", ".csv", ".log", ".json"):
                 raw = path.read_bytes()
                 assert row["study_uid"].encode() not in raw, path
                 assert row["accession"].encode() not in raw, path
         sr = pydicom.dcmread(tmp_path / name / record["provenance"]["files"]["sr"])
         assert sr.PatientIdentityRemoved == "YES"
+        fhir = json.loads((tmp_path / name / record["provenance"]["files"]["fhir"]).read_text())
+        assert fhir["imagingStudy"][0]["identifier"]["value"] == f"urn:oid:{sr.StudyInstanceUID}"
         if tool("dciodvfy"):
             assert dciodvfy_errors(tmp_path / name / record["provenance"]["files"]["sr"]) == []
     assert records[0]["study_uid"] == records[1]["study_uid"]  # same pseudonym both times

@@ -1,4 +1,4 @@
-"""A study's DICOM results (SR and Grad-CAM SCs), built and written as one picklable job.
+"""A study's results (SR, Grad-CAM SCs, FHIR report), built and written as one picklable job.
 
 Building an SR with highdicom is pure Python, tens of milliseconds a study: on
 the inference process it would hold the GIL beside the model. As a job it runs
@@ -25,6 +25,7 @@ from medplug.batch.loading import StudyEvidence, error_info
 from medplug.batch.outputs import OutputFolder
 from medplug.batch.sr import SrIdentity, build_sr
 from medplug.contract import Prediction
+from medplug.fhir import diagnostic_report
 
 
 @dataclass
@@ -41,6 +42,7 @@ class DicomOutputJob:
     heatmap_slices: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     pseudonym_map: Path | None = None  # set: the written copies are de-identified
     push: str = "none"  # which copies to return for pushing: none, original, deidentified
+    write_fhir: bool = True  # fhir/<study>.json: the FHIR R4 DiagnosticReport
 
 
 @dataclass
@@ -66,6 +68,9 @@ def write_dicom_outputs(job: DicomOutputJob) -> DicomOutputResult:
             result.files[name] = str(path.relative_to(output.root))
             if job.push != "none":
                 result.to_push.append(local if job.push == "deidentified" else dataset)
+        if job.write_fhir:
+            path = _write_fhir(job, output, pseudonyms)
+            result.files["fhir"] = str(path.relative_to(output.root))
     except Exception as exc:  # a failed write is this study's error only
         result.error = error_info("output", exc)
     result.elapsed_s = time.perf_counter() - started
@@ -82,6 +87,15 @@ def _objects(job: DicomOutputJob, output: OutputFolder) -> list[tuple[str, Datas
         sc = build_heatmap_sc(image, heatmap, job.evidence.reference, job.sc_series_uid, sop_uid)
         objects.append((f"heatmap:{plugin}", sc, output.sc_path(job.study, plugin)))
     return objects
+
+
+def _write_fhir(job: DicomOutputJob, output: OutputFolder, pseudonyms: PseudonymMap | None) -> Path:
+    """The FHIR report cites the study by the same UID the written SR carries."""
+    study_uid = job.evidence.study_uid
+    if pseudonyms is not None:
+        study_uid = pseudonyms.pseudonym("uid", study_uid)
+    report = diagnostic_report(study_uid, job.predictions, report_id=job.study)
+    return output.write_json(report, output.fhir_path(job.study))
 
 
 _OPEN_MAPS: dict[Path, PseudonymMap] = {}

@@ -2,7 +2,8 @@
 
 ``results.jsonl`` (one line per study), ``summary.csv`` (one row per study),
 ``summary.json`` (the run's totals: studies done and failed, network retries),
-``sr/<study>.dcm`` and ``sc/<study>-<plugin>.dcm``. DICOM files are written
+``sr/<study>.dcm``, ``sc/<study>-<plugin>.dcm`` and ``fhir/<study>.json`` (a FHIR R4
+DiagnosticReport, see ``medplug.fhir``). DICOM and FHIR files are written
 to a temporary name and renamed, so a killed run never leaves half a file;
 the JSONL is rewritten from the journal on start and end, so it always holds
 each finished study exactly once.
@@ -58,6 +59,15 @@ class OutputFolder:
 
     def sc_path(self, study: str, plugin: str) -> Path:
         return self.root / "sc" / f"{study}-{plugin}.dcm"
+
+    def fhir_path(self, study: str) -> Path:
+        return self.root / "fhir" / f"{study}.json"
+
+    def write_json(self, document: dict[str, Any], path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _replacing(path) as partial:
+            partial.write_text(json.dumps(document, indent=1), encoding="utf-8")
+        return path
 
     def write_dicom(self, dataset: Dataset, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -45,6 +45,7 @@ class ProcessorSettings:
 
     write_sr: bool = True
     write_heatmaps: bool = True
+    write_fhir: bool = True
     deidentify: bool = False
     source_kind: str = "folder"
     push_deidentified: bool = False  # listener forwarding out of the hospital
@@ -226,6 +227,7 @@ class StudyProcessor:
             heatmap_slices=outcome.heatmap_slices,
             pseudonym_map=self.pseudonyms.path if settings.deidentify and self.pseudonyms else None,
             push=push,
+            write_fhir=settings.write_fhir,
         )
 
     def _finish_one(

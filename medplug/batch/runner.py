@@ -72,6 +72,7 @@ class BatchOptions:
     deidentify: bool = False
     pseudonym_map: Path | None = None
     write_heatmaps: bool = True
+    write_fhir: bool = True  # fhir/<study>.json, a FHIR R4 DiagnosticReport per study
     show_identifiers: bool = False
     retry_errors: bool = False
     source_kind: str = "folder"
@@ -194,6 +195,7 @@ def _run_batch(
             labeller,
             ProcessorSettings(
                 write_heatmaps=options.write_heatmaps,
+                write_fhir=options.write_fhir,
                 deidentify=options.deidentify,
                 source_kind=options.source_kind,
                 stop_on_storage_errors=True,

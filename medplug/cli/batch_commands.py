@@ -143,6 +143,9 @@ def batch(
         None, "--push-to", help="Send SRs to this URL or AE@host:port instead."
     ),
     heatmaps: bool = typer.Option(True, "--heatmaps/--no-heatmaps", help="Grad-CAM as SC."),
+    fhir: bool = typer.Option(
+        True, "--fhir/--no-fhir", help="A FHIR R4 DiagnosticReport per study (fhir/)."
+    ),
     show_identifiers: bool = typer.Option(
         False, "--show-identifiers", help="Log study UIDs instead of their hashes."
     ),
@@ -201,6 +204,7 @@ def batch(
             deidentify=deidentify,
             pseudonym_map=pseudonym_map,
             write_heatmaps=heatmaps,
+            write_fhir=fhir,
             show_identifiers=show_identifiers,
             retry_errors=retry_errors,
             source_kind="dicomweb" if is_web else "folder",
