@@ -69,7 +69,7 @@ def test_batch_with_the_image_plugin_matches_its_own_predict(
                 [batched[k] for k in sorted(alone)], [alone[k] for k in sorted(alone)], atol=1e-4
             )
         files = record["provenance"]["files"]
-        assert set(files) == {"sr", f"heatmap:{PLUGIN}"}
+        assert set(files) == {"sr", f"heatmap:{PLUGIN}", "fhir"}
         sr = pydicom.dcmread(out / files["sr"])
         assert sr.StudyInstanceUID == record["study_uid"]
         assert PLUGIN in str(sr) and plugin.info.version in str(sr)
