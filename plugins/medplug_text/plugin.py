@@ -16,7 +16,7 @@ from medplug.calibration import softmax_with_temperature
 from medplug.contract import Case, Explanation, Plugin, PluginInfo, Prediction
 from medplug.errors import DataError, MedplugError, ModelFileError
 from medplug.evaluation import binary_metrics, write_report
-from medplug.model_folder import CONFIG_NAME, read_config
+from medplug.model_folder import CONFIG_NAME, check_unverified_folder, read_config
 from medplug.phi import scrub
 from medplug_text import PLUGIN_NAME, __version__
 from medplug_text.attributions import token_attributions
@@ -119,6 +119,9 @@ class ReportClassifierPlugin(Plugin):
     def _from_plain_checkpoint(
         cls, folder: Path, allow_pickle: bool, **options: Any
     ) -> ReportClassifierPlugin:
+        # No medplug.json: nothing to verify the weights against (deleting medplug.json
+        # from a medplug folder must not be a way round its hashes).
+        check_unverified_folder(folder, "this Hugging Face checkpoint")
         check_folder(folder, allow_pickle)
         hf_config = load_config(folder)
         architectures = getattr(hf_config, "architectures", None) or []
