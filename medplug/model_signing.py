@@ -57,23 +57,33 @@ def generate_key_pair(private_path: Path, public_path: Path) -> None:
 
 def sign_folder(folder: Path, private_key: Path, password: bytes | None = None) -> Path:
     """Verify ``folder`` as a loader would (all hashes present and matching), then sign
-    its ``medplug.json``; returns the signature file."""
+    its ``medplug.json`` and those of model folders nested in it; returns the top
+    signature file."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from medplug.model_folder import read_config
 
     folder = Path(folder)
-    read_config(folder, check_signed=False, allow_unhashed=False)
     try:
         key = serialization.load_pem_private_key(Path(private_key).read_bytes(), password)
     except (OSError, ValueError, TypeError) as exc:
         raise ModelFileError(f"{private_key}: not a usable PEM private key ({exc})") from exc
     if not isinstance(key, Ed25519PrivateKey):
         raise ModelFileError(f"{private_key}: not an Ed25519 private key")
-    signature = key.sign((folder / CONFIG_NAME).read_bytes())
-    target = signature_path(folder)
-    target.write_text(base64.b64encode(signature).decode("ascii") + "\n")
+    # Nested model folders (fusion's sources/<modality>/) are loaded, and so checked,
+    # on their own: each gets its own signature.
+    nested = sorted(
+        (path.parent for path in folder.rglob(CONFIG_NAME) if path.parent != folder),
+        key=lambda path: len(path.parts),
+        reverse=True,
+    )
+    for target_folder in [*nested, folder]:
+        read_config(target_folder, check_signed=False, allow_unhashed=False)
+    for target_folder in [*nested, folder]:
+        signature = key.sign((target_folder / CONFIG_NAME).read_bytes())
+        target = signature_path(target_folder)
+        target.write_text(base64.b64encode(signature).decode("ascii") + "\n")
     return target
 
 
