@@ -41,4 +41,4 @@ def inside(folder: Path, name: str) -> Path:
     target = (root / name).resolve()
     if target == root or root not in target.parents:
         raise UnsafePathError(f"file name {name!r} would leave its folder; refused")
-    return target
+    return Path(folder) / name  # as given (relative stays relative), now known to be safe

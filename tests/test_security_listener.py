@@ -105,7 +105,7 @@ def test_uid_grammar() -> None:
 
 def test_inside_refuses_escapes(tmp_path: Path) -> None:
     (tmp_path / "spool").mkdir()
-    assert inside(tmp_path / "spool", "1.2.3.dcm") == (tmp_path / "spool" / "1.2.3.dcm").resolve()
+    assert inside(tmp_path / "spool", "1.2.3.dcm") == tmp_path / "spool" / "1.2.3.dcm"
     for name in ("../x.dcm", "/etc/passwd", "a/../../x", "."):
         with pytest.raises(UnsafePathError):
             inside(tmp_path / "spool", name)

@@ -18,6 +18,8 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
+from medplug.safe_paths import inside
+
 RESULTS_NAME = "results.jsonl"
 SUMMARY_NAME = "summary.csv"
 SUMMARY_COLUMNS = ["study", "status", "plugin", "label", "probability", "reason", "total_s"]
@@ -33,10 +35,11 @@ class OutputFolder:
         self.summary = self.root / SUMMARY_NAME
 
     def sr_path(self, study: str) -> Path:
-        return self.root / "sr" / f"{study}.dcm"
+        # ``study`` is a keyed hash, never a received UID; checked all the same.
+        return inside(self.root / "sr", f"{study}.dcm")
 
     def sc_path(self, study: str, plugin: str) -> Path:
-        return self.root / "sc" / f"{study}-{plugin}.dcm"
+        return inside(self.root / "sc", f"{study}-{plugin}.dcm")
 
     def write_dicom(self, dataset: Dataset, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
