@@ -324,3 +324,12 @@ def test_health_answers_while_discovery_runs_and_default_bind_is_loopback(
         names = {entry["name"] for entry in listed[0].json()}
         assert "slow-import" in names
         assert httpx.get(f"{url}/health", timeout=5).json()["plugins"] == "ready"
+
+
+def test_insecure_local_refuses_foreign_host_names(tmp_path: Path) -> None:
+    """Without a token, a DNS-rebinding page (Host: evil.example) must not get through."""
+    app = create_app(ServeSettings(token=None, insecure_local=True, models_dir=tmp_path))
+    local = TestClient(app, base_url="http://127.0.0.1:8000")
+    assert local.get("/health").status_code == 200
+    assert local.get("/plugins", headers={"Host": "evil.example:8000"}).status_code == 400
+    assert TestClient(app, base_url="http://localhost:8000").get("/health").status_code == 200

@@ -24,6 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 import medplug
 from medplug.contract import Case, Prediction
@@ -42,6 +43,7 @@ from medplug.serve.uploads import Upload, UploadLimits, save_uploads
 log = logging.getLogger("medplug.serve")
 STATIC = Path(__file__).parent / "static"
 MAX_TEXT_FIELD = 256 * 1024
+LOCAL_HOSTS = ("127.0.0.1", "localhost")
 Output = Literal["json", "sr", "heatmap", "viewer"]
 
 PREDICT_FORM_SCHEMA = {
@@ -105,6 +107,10 @@ def create_app(settings: ServeSettings) -> FastAPI:
         timeout_s=settings.request_timeout_s,
         admission=admission,
     )
+    if settings.insecure_local:
+        # No token: a web page the user visits could reach 127.0.0.1 through DNS
+        # rebinding (evil.example resolving to 127.0.0.1); only loopback Host names pass.
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(LOCAL_HOSTS))
     app.add_exception_handler(MedplugError, _medplug_error)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
