@@ -147,6 +147,30 @@ def check_all_weights_hashed(
     )
 
 
+def check_top_level_files_hashed(folder: Path, hashes: dict[str, str]) -> None:
+    """For folders a library reads whole (HF ``from_pretrained`` reads any tokenizer or
+    config file it finds): refuse any top-level file ``medplug.json`` does not hash."""
+    extra = sorted(
+        path.name
+        for path in Path(folder).iterdir()
+        if path.is_file()
+        and path.name not in hashes
+        and path.name not in (CONFIG_NAME, CONFIG_NAME + ".sig")
+    )
+    if not extra:
+        return
+    if unhashed_allowed():
+        log.warning(
+            "%s: loading with files not hashed in %s (%s) because %s=1; for development only",
+            folder, CONFIG_NAME, ", ".join(extra), ALLOW_UNHASHED_ENV,
+        )  # fmt: skip
+        return
+    raise ModelFileError(
+        f"{Path(folder) / extra[0]}: file has no SHA-256 in {CONFIG_NAME} and the model "
+        f"loader would read it; refusing to load (set {ALLOW_UNHASHED_ENV}=1 for development)"
+    )
+
+
 def check_unverified_folder(folder: Path, what: str) -> None:
     """Gate for a folder with no ``medplug.json`` at all (a plain HF checkpoint).
 

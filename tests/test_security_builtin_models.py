@@ -138,3 +138,11 @@ def test_junk_weights_are_a_model_file_error(fixture: str, request: pytest.Fixtu
     plugin = "image-classifier" if fixture == "image_folder" else "report-classifier"
     with pytest.raises(ModelFileError, match="model.safetensors"):
         load_plugin(plugin, folder)
+
+
+def test_report_folder_refuses_an_added_tokenizer_file(report_folder: Path) -> None:
+    """transformers would read an added special_tokens_map.json; it must be hashed too."""
+    assert load_plugin("report-classifier", report_folder).labels == LABELS
+    (report_folder / "special_tokens_map.json").write_text('{"unk_token": "effusion"}')
+    with pytest.raises(ModelFileError, match="special_tokens_map.json: file has no SHA-256"):
+        load_plugin("report-classifier", report_folder)
