@@ -118,6 +118,15 @@ def read_config(
                 f"recorded in {CONFIG_NAME}; the file was modified or corrupted, refusing to load"
             )
     check_all_weights_hashed(folder, hashes, allow_unhashed)
+    # Nested model folders (fusion's sources/<modality>/) may be loaded lazily, mid-batch:
+    # verify them now too, so a tampered source refuses the whole folder at load.
+    for name in hashes:
+        if PurePosixPath(name).name == CONFIG_NAME and PurePosixPath(name).parent.parts:
+            read_config(
+                folder / PurePosixPath(name).parent,
+                check_signed=check_signed,
+                allow_unhashed=allow_unhashed,
+            )
     return config
 
 

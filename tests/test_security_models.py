@@ -247,6 +247,13 @@ def test_nested_model_folder_is_covered_by_its_hashed_medplug_json(tmp_path: Pat
     save_model_folder(outer, WEIGHTS, {"plugin": "placeholder"})
     write_config(outer, {"plugin": "fusion"}, [WEIGHTS_NAME, f"sources/image/{CONFIG_NAME}"])
     load_model_folder(outer)
+    # A tampered nested source refuses the outer folder at once (fusion loads sources lazily).
+    inner = outer / "sources" / "image" / WEIGHTS_NAME
+    original = inner.read_bytes()
+    save_file({"layer.weight": torch.full((3, 2), 99.0)}, str(inner))
+    with pytest.raises(ModelFileError, match="sources/image/model.safetensors: SHA-256"):
+        load_model_folder(outer)
+    inner.write_bytes(original)
     write_config(outer, {"plugin": "fusion"}, [WEIGHTS_NAME])
     with pytest.raises(ModelFileError, match="sources/image/model.safetensors: weight file"):
         load_model_folder(outer)
