@@ -143,6 +143,12 @@ def _extract_zip(stream: BinaryIO, folder: Path, limits: UploadLimits) -> Path:
             raise UploadRefused(
                 413, f"zip unpacks to more than the limit of {limits.max_unzipped_bytes} bytes"
             )
+        if any(info.file_size > limits.max_entry_bytes for info in entries):
+            raise UploadRefused(
+                413,
+                f"a zip entry unpacks to more than the per-file limit of "
+                f"{limits.max_entry_bytes} bytes",
+            )
         kinds = []
         budget = limits.max_unzipped_bytes
         for index, info in enumerate(entries):
