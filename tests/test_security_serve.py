@@ -229,7 +229,7 @@ def test_per_entry_and_total_real_sizes_are_limited(client: TestClient, tmp_path
     )
     response = post_zip(client, one_big.read_bytes())
     assert response.status_code == 413 and "per-file limit" in response.json()["detail"]
-    # Five entries of 15 MiB each, each declaring 1 MiB... no: honest 15 MiB each, 75 MiB total.
+    # Five honest entries of 15 MiB each: under the per-file limit, 75 MiB over the total.
     many = lying_bomb(
         tmp_path / "b.zip", 15 * MIB, entries=5, method=zipfile.ZIP_DEFLATED, declared=15 * MIB
     )
