@@ -28,9 +28,12 @@ def test_round_trip_and_tamper_refusal(tmp_path: Path) -> None:
         load_model_folder(tmp_path)
 
 
-def test_pickle_only_folder_is_refused(tmp_path: Path) -> None:
+def test_pickle_only_folder_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     torch.save({"w": torch.zeros(1)}, tmp_path / "model.pt")
     (tmp_path / "medplug.json").write_text('{"plugin": "x"}')
+    with pytest.raises(ModelFileError, match="model.pt: weight file has no SHA-256"):
+        load_model_folder(tmp_path)
+    monkeypatch.setenv("MEDPLUG_ALLOW_UNHASHED_MODELS", "1")  # still never unpickled
     with pytest.raises(ModelFileError, match="pickle files.*model.pt"):
         load_model_folder(tmp_path)
 

@@ -256,13 +256,17 @@ def test_sections_and_normalisation() -> None:
 
 
 def test_pickle_only_checkpoint_refused_unless_allowed(
-    plugin: ReportClassifierPlugin, model_dir: Path, tmp_path: Path
+    plugin: ReportClassifierPlugin, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folder = tmp_path / "pickled"
     folder.mkdir()
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
         (folder / name).write_bytes((model_dir / name).read_bytes())
     torch.save(plugin.model.state_dict(), folder / "pytorch_model.bin")
+    # No medplug.json: nothing verifies these weights, so only the development opt-out loads it.
+    with pytest.raises(ModelFileError, match="cannot be verified"):
+        ReportClassifierPlugin.from_pretrained(folder, allow_pickle=True)
+    monkeypatch.setenv("MEDPLUG_ALLOW_UNHASHED_MODELS", "1")
     with pytest.raises(ModelFileError, match="pickle"):
         ReportClassifierPlugin.from_pretrained(folder)
     loaded = ReportClassifierPlugin.from_pretrained(folder, allow_pickle=True)
@@ -274,15 +278,19 @@ def test_pickle_only_checkpoint_refused_unless_allowed(
 
 
 def test_missing_or_incompatible_checkpoint_gives_clear_error(
-    model_dir: Path, report_csv: Path, tmp_path: Path
+    model_dir: Path, report_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with pytest.raises(ModelFileError, match="not found"):
         ReportClassifierPlugin.from_pretrained(tmp_path / "absent")
     only_config = tmp_path / "only_config"
     only_config.mkdir()
     (only_config / "config.json").write_text('{"model_type": "bert"}')
+    with pytest.raises(ModelFileError, match="has no medplug.json.*cannot be verified"):
+        ReportClassifierPlugin.from_pretrained(only_config)
+    monkeypatch.setenv("MEDPLUG_ALLOW_UNHASHED_MODELS", "1")
     with pytest.raises(ModelFileError, match="no tokenizer files.*config.json, tokenizer"):
         ReportClassifierPlugin.from_pretrained(only_config)
+    monkeypatch.delenv("MEDPLUG_ALLOW_UNHASHED_MODELS")
     tampered = tmp_path / "tampered"
     tampered.mkdir()
     for path in model_dir.iterdir():

@@ -33,6 +33,7 @@ from medplug.batch.processing import ProcessorSettings, StudyProcessor
 from medplug.batch.runner import JOURNAL_NAME, default_pseudonym_map, plugin_settings
 from medplug.contract import Plugin
 from medplug.errors import MedplugError
+from medplug.safe_paths import UnsafePathError, inside, is_dicom_uid
 
 log = logging.getLogger("medplug.batch")
 
@@ -99,18 +100,32 @@ class StudyListener:
     # ------------------------------------------------------------------ receiving
 
     def _on_store(self, event: evt.Event) -> int:
-        """Spool one instance to disk; the study's quiet timer restarts."""
+        """Spool one instance to disk; the study's quiet timer restarts.
+
+        The sender chooses every byte, UIDs included, and an allowed AE title
+        proves nothing (it is self-declared): an instance whose study or SOP
+        instance UID is not a DICOM UID is refused, and the spool file name is
+        checked to stay inside the study's spool folder.
+        """
         try:
             dataset = event.dataset
             study_uid = str(dataset.StudyInstanceUID)
             sop_uid = str(dataset.SOPInstanceUID)
         except Exception:
             return 0xC210  # cannot understand
+        if not (is_dicom_uid(study_uid) and is_dicom_uid(sop_uid)):
+            log.warning("refused an instance whose Study or SOP Instance UID is not a DICOM UID")
+            return 0xC211  # cannot understand: the UIDs are not UIDs
         folder = self.spool / self.labeller.hash(study_uid)
         folder.mkdir(exist_ok=True)
-        partial = folder / f"{sop_uid}.partial"
+        try:
+            partial = inside(folder, f"{sop_uid}.partial")
+            final = inside(folder, f"{sop_uid}.dcm")
+        except UnsafePathError:
+            log.warning("refused an instance whose spool file name would leave the spool")
+            return 0xC211
         partial.write_bytes(event.encoded_dataset(include_meta=True))
-        partial.rename(folder / f"{sop_uid}.dcm")
+        partial.rename(final)
         with self._lock:
             if study_uid not in self._last_seen:
                 self.journal.add_or_reopen(study_uid, {"kind": "folder", "path": str(folder)})

@@ -21,6 +21,8 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
+from medplug.safe_paths import inside
+
 RESULTS_NAME = "results.jsonl"
 SUMMARY_NAME = "summary.csv"
 RUN_SUMMARY_NAME = "summary.json"
@@ -55,10 +57,11 @@ class OutputFolder:
         self.run_summary = self.root / RUN_SUMMARY_NAME
 
     def sr_path(self, study: str) -> Path:
-        return self.root / "sr" / f"{study}.dcm"
+        # ``study`` is a keyed hash, never a received UID; checked all the same.
+        return inside(self.root / "sr", f"{study}.dcm")
 
     def sc_path(self, study: str, plugin: str) -> Path:
-        return self.root / "sc" / f"{study}-{plugin}.dcm"
+        return inside(self.root / "sc", f"{study}-{plugin}.dcm")
 
     def fhir_path(self, study: str) -> Path:
         return self.root / "fhir" / f"{study}.json"

@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "medplug.cli.sample_commands",  # sample-data
     "medplug.cli.batch_commands",  # batch, listen
     "medplug.cli.serve_commands",  # serve
+    "medplug.cli.model_commands",  # keygen, sign-model, verify-model
 )
 
 for module_name in COMMAND_MODULES:

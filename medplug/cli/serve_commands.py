@@ -13,7 +13,12 @@ from medplug.serve.settings import LOOPBACK, ServeConfigError, ServeSettings, re
 
 
 def serve(
-    host: str = typer.Option("0.0.0.0", help="Address to bind (forced to 127.0.0.1 if insecure)."),
+    host: str = typer.Option(
+        LOOPBACK,
+        help="Address to bind. Default loopback only; any other address must be given "
+        "explicitly, and plain HTTP needs a TLS reverse proxy in front (docs/security.md). "
+        "--insecure-local always binds 127.0.0.1.",
+    ),
     port: int = typer.Option(8000, help="TCP port."),
     token_file: Path = typer.Option(
         None, "--token-file", help="File holding the bearer token (else $MEDPLUG_SERVE_TOKEN)."
@@ -52,11 +57,17 @@ def serve(
             insecure_local=insecure_local,
         )
     except ServeConfigError as exc:
-        error_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        error_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=2) from None
     if insecure_local and host != LOOPBACK:
         console.print(f"--insecure-local: binding {LOOPBACK} only, not {host}")
         host = LOOPBACK
+    if host != LOOPBACK:
+        console.print(
+            f"binding {host}: this is plain HTTP; put a TLS reverse proxy in front "
+            "(see docs/security.md)",
+            highlight=False,
+        )
     _share_cores(workers)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     console.print(f"medplug serve on http://{host}:{port}/ (API docs at /docs)")

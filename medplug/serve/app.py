@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import re
 import tempfile
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,17 +21,20 @@ from typing import Any, Literal
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 import medplug
 from medplug.contract import Case, Prediction
 from medplug.errors import MedplugError, ModelFileError, PluginNotFoundError
-from medplug.registry import discover
 from medplug.serve.auth import require_token
+from medplug.serve.catalog import PluginCatalog
 from medplug.serve.dicomweb import check_uid, fetch_study
 from medplug.serve.guard import Admission, RequestGuard
 from medplug.serve.render import heatmap_on_image_grid, overlay_png
+from medplug.serve.scrub import neutral_sources, scrub_paths, scrub_upload_paths
 from medplug.serve.service import PredictionService
 from medplug.serve.settings import ServeSettings
 from medplug.serve.structured_report import structured_report
@@ -41,7 +43,7 @@ from medplug.serve.uploads import Upload, UploadLimits, save_uploads
 log = logging.getLogger("medplug.serve")
 STATIC = Path(__file__).parent / "static"
 MAX_TEXT_FIELD = 256 * 1024
-TEMP_UPLOAD = re.compile(re.escape(tempfile.gettempdir()) + r"/medplug-serve-[^/\s]+/input")
+LOCAL_HOSTS = ("127.0.0.1", "localhost")
 Output = Literal["json", "sr", "heatmap", "viewer"]
 
 PREDICT_FORM_SCHEMA = {
@@ -77,12 +79,15 @@ PREDICT_FORM_SCHEMA = {
 
 
 def create_app(settings: ServeSettings) -> FastAPI:
-    """Build the application; nothing is loaded until the first request needs it."""
+    """Build the application; plugin discovery starts in a background thread at start-up
+    (so ``/health`` answers at once) and models load on the first request that needs them."""
     service = PredictionService(settings)
     admission = Admission(settings.max_pending)
+    catalog = PluginCatalog()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # type: ignore[no-untyped-def]
+        catalog.start_warming()
         yield
         service.shutdown()
 
@@ -95,12 +100,17 @@ def create_app(settings: ServeSettings) -> FastAPI:
     app.state.settings = settings
     app.state.service = service
     app.state.admission = admission
+    app.state.catalog = catalog
     app.add_middleware(
         RequestGuard,
         max_body_bytes=settings.max_upload_bytes,
         timeout_s=settings.request_timeout_s,
         admission=admission,
     )
+    if settings.insecure_local:
+        # No token: a web page the user visits could reach 127.0.0.1 through DNS
+        # rebinding (evil.example resolving to 127.0.0.1); only loopback Host names pass.
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(LOCAL_HOSTS))
     app.add_exception_handler(MedplugError, _medplug_error)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
@@ -117,15 +127,23 @@ def create_app(settings: ServeSettings) -> FastAPI:
             "workers": settings.workers,
             "pending": admission.count,
             "max_pending": admission.limit,
+            "plugins": catalog.state,
         }
 
     @app.get("/plugins", dependencies=[Depends(require_token)])
     async def plugins() -> list[dict[str, Any]]:
         """Installed plugins with their infos and whether a model folder is present."""
+        # Discovery imports plugin modules (torch): never on the event loop.
+        return await run_in_threadpool(plugin_list)
+
+    def plugin_list() -> list[dict[str, Any]]:
         answer = []
-        for entry in discover():
+        for entry in catalog.entries():
             info = entry.describe() if entry.ok else None
-            model_dir = service.model_dir(entry.name)
+            try:
+                model_dir = service.model_dir(entry.name)
+            except PluginNotFoundError:  # a name no URL could ask for
+                continue
             if model_dir is None:
                 from medplug.registry import default_model_dir
 
@@ -135,7 +153,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
                     "name": entry.name,
                     "distribution": entry.distribution,
                     "ok": entry.ok,
-                    "error": entry.error,
+                    "error": scrub_paths(entry.error) if entry.error else None,
                     "model_available": model_dir.is_dir(),
                     "info": info.to_dict() if info else None,
                 }
@@ -197,9 +215,17 @@ def create_app(settings: ServeSettings) -> FastAPI:
                         settings.dicomweb_url, study_uid, series_uid, folder, settings.max_files
                     )
                 else:
-                    limits = UploadLimits(settings.max_files, settings.max_unzipped_bytes)
+                    limits = UploadLimits(
+                        settings.max_files,
+                        settings.max_unzipped_bytes,
+                        settings.max_unzipped_entry_bytes,
+                    )
                     path = save_uploads(uploads, folder, limits)
                 case, prediction = service.predict_path(plugin, path, report, clinical)
+                # No server path in any answer: the input is "upload" or "dicomweb".
+                prediction.provenance = neutral_sources(
+                    prediction.provenance, Path(tmp), "dicomweb" if study_uid else "upload"
+                )
                 return _answer(output, case, prediction, slice_index, path)
 
         ticket = getattr(request.state, "admission_ticket", None)
@@ -245,16 +271,11 @@ def _clinical(raw: str | None) -> dict[str, Any]:
     return data
 
 
-def scrub_paths(message: str) -> str:
-    """Show the server's temporary upload folder as ``upload`` in messages to clients."""
-    return TEMP_UPLOAD.sub("upload", message)
-
-
 def _answer(
     output: str, case: Case, prediction: Prediction, slice_index: int | None, input_path: Path
 ) -> Response:
     if output == "json":
-        return JSONResponse(prediction.to_json())
+        return JSONResponse(scrub_upload_paths(prediction.to_json()))
     if output == "sr":
         return Response(
             structured_report(case, prediction, input_path), media_type="application/dicom"
@@ -278,7 +299,7 @@ def _answer(
             # Row spacing / column spacing, so the page draws square millimetres.
             "pixel_aspect": image.spacing[1] / image.spacing[0],
         }
-    return JSONResponse({"prediction": payload, "overlay": overlay})
+    return JSONResponse({"prediction": scrub_upload_paths(payload), "overlay": overlay})
 
 
 async def _medplug_error(request: Request, exc: Exception) -> JSONResponse:

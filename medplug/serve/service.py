@@ -7,6 +7,7 @@ so the event loop only moves bytes and a slow study never blocks ``/health``.
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import uuid
 from collections.abc import Callable
@@ -15,12 +16,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from medplug.contract import Case, Plugin, Prediction
-from medplug.errors import PluginError
+from medplug.errors import PluginError, PluginNotFoundError
 from medplug.registry import load_plugin
 from medplug.serve.guard import Ticket
 from medplug.serve.settings import ServeSettings
 
 T = TypeVar("T")
+PLUGIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 
 class PredictionService:
@@ -33,6 +35,9 @@ class PredictionService:
         self._lock = threading.Lock()
 
     def model_dir(self, name: str) -> Path | None:
+        """``<models>/<name>``; ``name`` comes from the URL, so it must be a plain name."""
+        if not PLUGIN_NAME.fullmatch(name):
+            raise PluginNotFoundError(f"no plugin named {name[:64]!r}")
         return self.settings.models_dir / name if self.settings.models_dir else None
 
     def plugin(self, name: str) -> Plugin:

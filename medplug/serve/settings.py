@@ -26,7 +26,8 @@ class ServeSettings:
     models_dir: Path | None = None  # None: each plugin's default folder ($MEDPLUG_MODELS/<name>)
     max_upload_bytes: int = 512 * 1024**2
     max_files: int = 1000
-    max_unzipped_bytes: int = 2 * 1024**3
+    max_unzipped_bytes: int = 2 * 1024**3  # real bytes unpacked from one zip, all entries
+    max_unzipped_entry_bytes: int = 1024**3  # real bytes unpacked from one zip entry
     request_timeout_s: float = 300.0
     workers: int = 1
     queue_size: int = 16
@@ -36,8 +37,13 @@ class ServeSettings:
     def __post_init__(self) -> None:
         if self.token is None and not self.insecure_local:
             raise ServeConfigError(
-                f"no API token: set {TOKEN_ENV}, {TOKEN_FILE_ENV} or --token-file "
-                "(or use --insecure-local to serve 127.0.0.1 without authentication)"
+                "no API token. Clients must send 'Authorization: Bearer <token>'; give the "
+                f"token with --token-file FILE, ${TOKEN_FILE_ENV}=FILE or ${TOKEN_ENV}, "
+                f"at least {MIN_TOKEN_LENGTH} characters, e.g. "
+                f"export {TOKEN_ENV}=$(python -c "
+                "'import secrets; print(secrets.token_urlsafe(32))'). "
+                "For a browser on this machine only, --insecure-local serves 127.0.0.1 "
+                "without a token."
             )
         if self.token is not None and len(self.token) < MIN_TOKEN_LENGTH:
             raise ServeConfigError(f"the API token must be at least {MIN_TOKEN_LENGTH} characters")

@@ -3,14 +3,17 @@
 Files are stored under generated names (``00000.dcm``) so no uploaded file name,
 which may carry a patient's name, ever reaches a path, log or error message. The
 kind of each upload is read from its bytes, not its name. Zip archives are
-unpacked entry by entry with limits on count and unpacked size, and an archive
-with an absolute path, a ``..`` component or a symbolic link is refused whole.
+unpacked entry by entry with limits on count and real unpacked size (per entry
+and in total, counted while reading, since a zip's declared sizes can lie); only
+stored and deflated entries are accepted; an archive with an absolute path, a
+``..`` component, a symbolic link or an encrypted entry is refused whole.
 """
 
 from __future__ import annotations
 
 import shutil
 import stat
+import struct
 import zipfile
 import zlib
 from collections.abc import Iterable
@@ -21,6 +24,8 @@ from typing import BinaryIO
 from fastapi import HTTPException
 
 CHUNK = 1 << 20
+ACCEPTED_COMPRESSION = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+COMPRESSION_NAMES = {zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "LZMA", 93: "Zstandard"}
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 
@@ -32,6 +37,12 @@ class UploadRefused(HTTPException):
 class UploadLimits:
     max_files: int
     max_unzipped_bytes: int
+    max_entry_bytes: int = 1024**3
+    max_entries: int = 0  # zip entries of any kind (folders, __MACOSX); 0: 2 * max_files + 16
+
+    def __post_init__(self) -> None:
+        if self.max_entries <= 0:
+            self.max_entries = 2 * self.max_files + 16
 
 
 @dataclass
@@ -101,15 +112,29 @@ def _input_path(folder: Path, kinds: Iterable[str]) -> Path:
 
 
 def _extract_zip(stream: BinaryIO, folder: Path, limits: UploadLimits) -> Path:
+    """Unpack a zip of one series, trusting none of the sizes or names it declares.
+
+    A zip's central directory can lie: sizes are only what the archive claims,
+    and bzip2/LZMA entries are decompressed by ``zipfile`` in one call however
+    large they grow. So only stored and deflated entries are accepted (deflate
+    is read in bounded chunks), the entry count is checked before the central
+    directory is parsed, and real unpacked bytes are counted per entry and in
+    total while copying, stopping at the limit.
+    """
+    _check_entry_count(stream, limits)
     try:
         archive = zipfile.ZipFile(stream)
-    except zipfile.BadZipFile as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError) as exc:
         raise UploadRefused(400, "the uploaded zip archive is corrupt") from exc
     with archive:
-        entries = [info for info in archive.infolist() if not info.is_dir()]
-        for number, info in enumerate(archive.infolist(), start=1):
+        infos = archive.infolist()
+        if len(infos) > limits.max_entries:
+            raise UploadRefused(
+                413, f"zip holds {len(infos)} entries; the limit is {limits.max_entries}"
+            )
+        for number, info in enumerate(infos, start=1):
             _check_entry(number, info)
-        entries = [info for info in entries if not _is_noise(info.filename)]
+        entries = [info for info in infos if not info.is_dir() and not _is_noise(info.filename)]
         if len(entries) > limits.max_files:
             raise UploadRefused(
                 413, f"zip holds {len(entries)} files; the limit is {limits.max_files}"
@@ -118,23 +143,49 @@ def _extract_zip(stream: BinaryIO, folder: Path, limits: UploadLimits) -> Path:
             raise UploadRefused(
                 413, f"zip unpacks to more than the limit of {limits.max_unzipped_bytes} bytes"
             )
+        if any(info.file_size > limits.max_entry_bytes for info in entries):
+            raise UploadRefused(
+                413,
+                f"a zip entry unpacks to more than the per-file limit of "
+                f"{limits.max_entry_bytes} bytes",
+            )
         kinds = []
         budget = limits.max_unzipped_bytes
         for index, info in enumerate(entries):
-            with archive.open(info) as source:
-                head = source.read(512)
+            target = folder / f"{index:05d}.part"
+            try:
+                written, head = _copy_bounded(archive, info, index, target, budget, limits)
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+                target.unlink(missing_ok=True)
+                raise UploadRefused(400, f"zip entry #{index + 1} is corrupt") from exc
+            budget -= written
             kind = sniff(head, info.filename)
             if kind == "zip":
                 raise UploadRefused(400, "zip archives inside the zip are not accepted")
             kinds.append(kind)
-            target = folder / f"{index:05d}{_suffix(kind)}"
-            try:
-                budget -= _copy_bounded(archive, info, target, budget, limits)
-            except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
-                raise UploadRefused(400, f"zip entry #{index + 1} is corrupt") from exc
+            target.rename(folder / f"{index:05d}{_suffix(kind)}")
     if not kinds:
         raise UploadRefused(400, "the uploaded zip archive holds no files")
     return _input_path(folder, kinds)
+
+
+def _check_entry_count(stream: BinaryIO, limits: UploadLimits) -> None:
+    """Read the entry count from the end record before ``ZipFile`` parses every entry.
+
+    A few hundred MiB of central directory is millions of ``ZipInfo`` objects:
+    refused here from 22 bytes, not after building them all in memory.
+    """
+    try:
+        record = zipfile._EndRecData(stream)  # type: ignore[attr-defined]
+    except (OSError, ValueError, struct.error):
+        record = None
+    finally:
+        stream.seek(0)
+    if not record:
+        raise UploadRefused(400, "the uploaded zip archive is corrupt (no central directory)")
+    total = record[zipfile._ECD_ENTRIES_TOTAL]  # type: ignore[attr-defined]
+    if total > limits.max_entries:
+        raise UploadRefused(413, f"zip holds {total} entries; the limit is {limits.max_entries}")
 
 
 def _check_entry(number: int, info: zipfile.ZipInfo) -> None:
@@ -149,6 +200,15 @@ def _check_entry(number: int, info: zipfile.ZipInfo) -> None:
     mode = info.external_attr >> 16
     if stat.S_ISLNK(mode):
         raise UploadRefused(400, f"zip entry #{number} is a symbolic link; archive refused")
+    if info.flag_bits & 0x1:
+        raise UploadRefused(400, f"zip entry #{number} is encrypted; archive refused")
+    if info.compress_type not in ACCEPTED_COMPRESSION:
+        method = COMPRESSION_NAMES.get(info.compress_type, f"method {info.compress_type}")
+        raise UploadRefused(
+            400,
+            f"zip entry #{number} is compressed with {method}; only stored or deflated "
+            "entries are accepted (re-create the zip with ordinary compression)",
+        )
 
 
 def _is_noise(name: str) -> bool:
@@ -159,17 +219,31 @@ def _is_noise(name: str) -> bool:
 
 
 def _copy_bounded(
-    archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, budget: int, limits: UploadLimits
-) -> int:
-    """Copy one entry, counting real bytes: a zip bomb can lie about ``file_size``."""
+    archive: zipfile.ZipFile,
+    info: zipfile.ZipInfo,
+    index: int,
+    target: Path,
+    budget: int,
+    limits: UploadLimits,
+) -> tuple[int, bytes]:
+    """Copy one entry counting real bytes; returns the count and the first 512 bytes."""
     written = 0
+    head = b""
     with archive.open(info) as source, target.open("wb") as out:
         while chunk := source.read(CHUNK):
             written += len(chunk)
+            if written > limits.max_entry_bytes:
+                raise UploadRefused(
+                    413,
+                    f"zip entry #{index + 1} unpacks to more than the per-file limit of "
+                    f"{limits.max_entry_bytes} bytes",
+                )
             if written > budget:
                 raise UploadRefused(
                     413,
                     f"zip unpacks to more than the limit of {limits.max_unzipped_bytes} bytes",
                 )
+            if len(head) < 512:
+                head += chunk[: 512 - len(head)]
             out.write(chunk)
-    return written
+    return written, head

@@ -12,7 +12,14 @@ import torch
 
 from medplug.contract import Case, Explanation, InputSpec, Plugin, PluginInfo, Prediction
 from medplug.errors import MedplugError, MissingInputError, ModelFileError
-from medplug.model_folder import CONFIG_NAME, WEIGHTS_NAME, read_config, save_weights, write_config
+from medplug.model_folder import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    load_safetensors,
+    read_config,
+    save_weights,
+    write_config,
+)
 from medplug_fusion.attribution import clinical_field_shapley, modality_shapley
 from medplug_fusion.clinical import ClinicalPreprocessor
 from medplug_fusion.config import FusionConfig
@@ -286,11 +293,9 @@ class FusionPlugin(Plugin):
     def from_pretrained(cls, model_dir: str | Path, explain: bool = True) -> FusionPlugin:
         folder = Path(model_dir)
         saved = read_config(folder, expected_plugin=cls.name)
-        from safetensors.torch import load_file
-
         if not (folder / WEIGHTS_NAME).is_file():
             raise ModelFileError(f"{folder}: no {WEIGHTS_NAME}")
-        tensors = load_file(str(folder / WEIGHTS_NAME))
+        tensors = load_safetensors(folder / WEIGHTS_NAME)
         config = FusionConfig.from_dict(saved["fusion_config"])
         n_outputs = 1 if config.task == "survival" else len(saved["labels"])
         # The trunk concatenates modalities in training order, so rebuild in that order.

@@ -12,11 +12,12 @@ import os
 from pathlib import Path
 
 from medplug.errors import ModelFileError
-from medplug.model_folder import PICKLE_SUFFIXES
+from medplug.model_folder import PICKLE_SUFFIXES, is_weight_file
 
 # No model hub on hospital machines: never try one unless the user explicitly set otherwise.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from safetensors import SafetensorError  # noqa: E402
 from transformers import (  # noqa: E402  (after the offline switch on purpose)
     AutoConfig,
     AutoModelForMaskedLM,
@@ -121,10 +122,12 @@ def _from_pretrained(auto_class, folder: Path, config, allow_pickle: bool, kwarg
             ignore_mismatched_sizes=bool(kwargs),
             **kwargs,
         )
-    except (OSError, ValueError, KeyError, RuntimeError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError, SafetensorError) as exc:
         kind = getattr(config, "model_type", "unknown")
+        weights = ", ".join(p.name for p in sorted(folder.iterdir()) if is_weight_file(p.name))
         raise ModelFileError(
-            f"{folder}: cannot load a {auto_class.__name__.removeprefix('AutoModelFor')} "
+            f"{folder} ({weights or 'no weight files'}): cannot load a "
+            f"{auto_class.__name__.removeprefix('AutoModelFor')} "
             f"model from this {kind!r} checkpoint ({exc}); expected {EXPECTED} whose "
             "architecture transformers supports for sequence classification"
         ) from exc

@@ -16,7 +16,12 @@ from medplug.calibration import softmax_with_temperature
 from medplug.contract import Case, Explanation, Plugin, PluginInfo, Prediction
 from medplug.errors import DataError, MedplugError, ModelFileError
 from medplug.evaluation import binary_metrics, write_report
-from medplug.model_folder import CONFIG_NAME, read_config
+from medplug.model_folder import (
+    CONFIG_NAME,
+    check_top_level_files_hashed,
+    check_unverified_folder,
+    read_config,
+)
 from medplug.phi import scrub
 from medplug_text import PLUGIN_NAME, __version__
 from medplug_text.attributions import token_attributions
@@ -93,6 +98,8 @@ class ReportClassifierPlugin(Plugin):
             )
         if (folder / CONFIG_NAME).is_file():
             config = read_config(folder, expected_plugin=PLUGIN_NAME)
+            # transformers reads whatever tokenizer/config files it finds: all must be hashed.
+            check_top_level_files_hashed(folder, config.get("file_sha256", {}))
             check_folder(folder, allow_pickle=False)  # medplug writes safetensors only
             model = load_classifier(folder)
             labels = list(config["labels"])
@@ -119,6 +126,9 @@ class ReportClassifierPlugin(Plugin):
     def _from_plain_checkpoint(
         cls, folder: Path, allow_pickle: bool, **options: Any
     ) -> ReportClassifierPlugin:
+        # No medplug.json: nothing to verify the weights against (deleting medplug.json
+        # from a medplug folder must not be a way round its hashes).
+        check_unverified_folder(folder, "this Hugging Face checkpoint")
         check_folder(folder, allow_pickle)
         hf_config = load_config(folder)
         architectures = getattr(hf_config, "architectures", None) or []
