@@ -20,7 +20,13 @@ from typing import Any
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from medplug.ingest.errors import NotDicomError, UnreadableDicomError
+from medplug.ingest.errors import (
+    DicomError,
+    NotDicomError,
+    TruncatedDicomError,
+    UnreadableDicomError,
+)
+from medplug.ingest.guard import PASS_THROUGH, looks_truncated, quiet_warnings, safe_message
 
 NATIVE_LITTLE_ENDIAN = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
 IMPLICIT_LITTLE_ENDIAN = "1.2.840.10008.1.2"
@@ -146,9 +152,32 @@ class _Unsupported(Exception):
     """The fast parser does not handle this file; use pydicom."""
 
 
+class _Truncated(Exception):
+    """An element's value runs past the end of the file."""
+
+
 def read_header(path: str | Path) -> InstanceHeader:
-    """The header facts of one file; raises ``NotDicomError`` / ``UnreadableDicomError``."""
+    """The header facts of one file; raises a ``DicomError`` (never another exception).
+
+    Categories: ``not_dicom``, ``truncated`` (the file ends inside its header),
+    ``unreadable`` (anything else malformed). Library warnings go to the log.
+    """
     path = Path(path)
+    notes: list[str] = []
+    try:
+        with quiet_warnings(path, notes):
+            return _read_header(path, notes)
+    except DicomError:
+        raise
+    except PASS_THROUGH:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - a parser panic must not escape a scan
+        if looks_truncated(exc):
+            raise TruncatedDicomError(path, f"header ends early ({safe_message(exc)})") from None
+        raise UnreadableDicomError(path, f"malformed header ({safe_message(exc)})") from None
+
+
+def _read_header(path: Path, notes: list[str]) -> InstanceHeader:
     try:
         size = os.path.getsize(path)
         with open(path, "rb") as handle:
@@ -159,8 +188,10 @@ def read_header(path: str | Path) -> InstanceHeader:
                 handle.seek(len(data))
                 data += handle.read()
                 return _fast_header(path, data, size, handle)
+    except _Truncated as exc:
+        raise TruncatedDicomError(path, str(exc)) from None
     except (_Unsupported, _NeedMore, struct.error, ValueError, IndexError):
-        return _pydicom_header(path)
+        return _pydicom_header(path, notes)
     except OSError as exc:
         raise UnreadableDicomError(path, f"cannot read file ({exc.strerror or exc})") from None
 
@@ -285,6 +316,11 @@ def _walk_top_level(
             checked_tail = True
             if tag not in PIXEL_TAGS and _native_pixels_at_tail(header, implicit, size, handle):
                 return
+        if length != UNDEFINED and value_pos + length > size and tag not in PIXEL_TAGS:
+            raise _Truncated(
+                f"element ({group:04X},{elem:04X}) declares {length} bytes, "
+                f"the file ends after {size - value_pos}"
+            )
         if tag in PIXEL_TAGS:
             header.has_pixel_data = True
             if length != UNDEFINED:
@@ -419,8 +455,9 @@ def _decode(raw: bytes, kind: str) -> Any:
 # --------------------------------------------------------------------------- pydicom path
 
 
-def _pydicom_header(path: Path) -> InstanceHeader:
+def _pydicom_header(path: Path, notes: list[str] | None = None) -> InstanceHeader:
     """Header through pydicom, for files the fast parser leaves alone."""
+    notes = notes if notes is not None else []
     try:
         size = os.path.getsize(path)
         with open(path, "rb") as handle:
@@ -436,17 +473,25 @@ def _pydicom_header(path: Path) -> InstanceHeader:
         raise
     except OSError as exc:
         raise UnreadableDicomError(path, f"cannot read file ({exc.strerror or exc})") from None
-    except Exception as exc:  # pydicom raises many types on malformed files
-        raise UnreadableDicomError(path, f"malformed header ({type(exc).__name__})") from None
+    except PASS_THROUGH:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - pydicom raises many types on malformed files
+        if looks_truncated(exc) or any(looks_truncated(note) for note in notes):
+            raise TruncatedDicomError(path, f"header ends early ({safe_message(exc)})") from None
+        raise UnreadableDicomError(path, f"malformed header ({safe_message(exc)})") from None
     try:
         header = header_from_dataset(path, ds, size, next_tag)
         if not header.has_pixel_data and header.transfer_syntax == DEFLATED:
             # In a deflated file the stop position says nothing: look for pixels in a full read.
             full = pydicom.dcmread(path, force=True)
             header.has_pixel_data = any(tag in full for tag in PIXEL_TAGS)
-        return header
-    except (TypeError, ValueError, AttributeError, IndexError, KeyError) as exc:
-        raise UnreadableDicomError(path, f"invalid header value ({type(exc).__name__})") from None
+    except PASS_THROUGH:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - values of any VR may be malformed
+        raise UnreadableDicomError(path, f"invalid header value ({safe_message(exc)})") from None
+    if not header.has_pixel_data and any(looks_truncated(note) for note in notes):
+        raise TruncatedDicomError(path, "file ends inside its header: " + notes[0])
+    return header
 
 
 def _looks_like_dicom(ds: pydicom.Dataset) -> bool:

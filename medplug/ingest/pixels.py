@@ -15,12 +15,13 @@ import pydicom
 from pydicom.uid import UID
 
 from medplug.ingest.errors import (
+    DicomError,
     NotAnImageError,
-    PixelDecodeError,
     UnreadableDicomError,
     UnsupportedPixelFormatError,
     UnsupportedTransferSyntaxError,
 )
+from medplug.ingest.guard import guarded, looks_truncated, quiet_warnings, safe_message
 from medplug.ingest.header import InstanceHeader
 
 GREY = {"MONOCHROME1", "MONOCHROME2"}
@@ -74,15 +75,21 @@ def _clear_unused_bits(raw: np.ndarray, header: InstanceHeader) -> np.ndarray:
 
 def read_dataset(header: InstanceHeader) -> pydicom.Dataset:
     """The full data set (with pixels) for the decoder path."""
+    notes: list[str] = []
     try:
-        ds = pydicom.dcmread(header.path, force=True)
-    except Exception as exc:  # pydicom raises many types on malformed files
-        raise UnreadableDicomError(
-            header.path, f"cannot read data set ({type(exc).__name__})"
+        with quiet_warnings(header.path, notes):
+            ds = pydicom.dcmread(header.path, force=True)
+    except (KeyboardInterrupt, SystemExit, GeneratorExit, MemoryError):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - pydicom raises many types on malformed files
+        category = "truncated" if looks_truncated(exc) or notes else "unreadable"
+        raise DicomError(
+            header.path, category, f"cannot read data set ({safe_message(exc)})"
         ) from None
-    if not getattr(ds.file_meta, "TransferSyntaxUID", None):
-        # Files without File Meta: the decoder needs the syntax the reader detected.
-        ds.file_meta.TransferSyntaxUID = transfer_syntax_from_encoding(ds)
+    with guarded(header.path, "unreadable", "reading the transfer syntax"):
+        if not getattr(ds.file_meta, "TransferSyntaxUID", None):
+            # Files without File Meta: the decoder needs the syntax the reader detected.
+            ds.file_meta.TransferSyntaxUID = transfer_syntax_from_encoding(ds)
     return ds
 
 
@@ -99,6 +106,10 @@ def check_decoder(path: Path, transfer_syntax: str) -> None:
     if not transfer_syntax:
         return
     uid = UID(transfer_syntax)
+    if not uid.is_transfer_syntax:
+        raise UnsupportedTransferSyntaxError(
+            path, f"TransferSyntaxUID {str(uid)[:64]} is not a transfer syntax"
+        )
     if not uid.is_compressed:
         return
     from pydicom.pixels.decoders.base import get_decoder
@@ -123,24 +134,35 @@ def decode_frames(header: InstanceHeader, ds: pydicom.Dataset) -> np.ndarray:
         if header.has_pixel_data:
             raise UnreadableDicomError(path, "Pixel Data element is truncated or unreadable")
         raise NotAnImageError(path, "no Pixel Data element")
-    check_decoder(path, str(ds.file_meta.get("TransferSyntaxUID", "")) or header.transfer_syntax)
+    with guarded(path, "unsupported_transfer_syntax", "reading the transfer syntax"):
+        syntax = str(ds.file_meta.get("TransferSyntaxUID", "")) or header.transfer_syntax
+    check_decoder(path, syntax)
+    notes: list[str] = []
     try:
-        array = ds.pixel_array
-    except Exception as exc:  # corrupt streams surface as RuntimeError, ValueError, struct.error
-        raise PixelDecodeError(path, _decoder_message(exc)) from None
-    if "ModalityLUTSequence" in ds and int(ds.get("SamplesPerPixel", 1) or 1) == 1:
-        # A lookup table instead of slope/intercept: apply it here, rescale becomes identity.
-        from pydicom.pixels import apply_modality_lut
+        with quiet_warnings(path, notes):
+            array = ds.pixel_array
+    except (KeyboardInterrupt, SystemExit, GeneratorExit, MemoryError):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - Rust decoders panic (pyo3 PanicException)
+        category = "truncated" if _says_truncated(exc) else "decode_failed"
+        raise DicomError(
+            path, category, f"decoding pixel data failed ({safe_message(exc)})"
+        ) from None
+    with guarded(path, "bad_lookup_table", "applying the lookup table"):
+        if "ModalityLUTSequence" in ds and int(ds.get("SamplesPerPixel", 1) or 1) == 1:
+            # A lookup table instead of slope/intercept: apply it here, rescale becomes identity.
+            from pydicom.pixels import apply_modality_lut
 
-        array = apply_modality_lut(array, ds)
-        header.extra["modality_lut"] = True
-    colour = int(ds.get("SamplesPerPixel", 1) or 1) > 1
-    if str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR":
-        from pydicom.pixels import apply_color_lut
+            array = apply_modality_lut(array, ds)
+            header.extra["modality_lut"] = True
+        colour = int(ds.get("SamplesPerPixel", 1) or 1) > 1
+        if str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR":
+            from pydicom.pixels import apply_color_lut
 
-        array = apply_color_lut(array, ds)
-        colour = True
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+            array = apply_color_lut(array, ds)
+            colour = True
+    with guarded(path, "bad_pixel_description", "reading NumberOfFrames"):
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames == 1 and array.ndim == (3 if colour else 2):
         array = array[np.newaxis]
     expected_ndim = 4 if colour else 3
@@ -151,12 +173,10 @@ def decode_frames(header: InstanceHeader, ds: pydicom.Dataset) -> np.ndarray:
     return array
 
 
-def _decoder_message(exc: Exception) -> str:
-    """First decoder's complaint, short (pydicom lists every plugin's error)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    if len(lines) > 1 and lines[0].startswith("Unable to decode"):
-        return lines[1][:300]
-    return (lines[0] if lines else type(exc).__name__)[:300]
+def _says_truncated(exc: BaseException) -> bool:
+    """pydicom's wording when the Pixel Data element is shorter than the header promises."""
+    text = str(exc).lower()
+    return looks_truncated(exc) or "shorter than" in text or "less than the expected" in text
 
 
 def to_float(
