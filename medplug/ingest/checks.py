@@ -49,6 +49,22 @@ def check_instance(header: InstanceHeader) -> None:
     if header.image_orientation is not None:
         check_orientation(header.path, header.image_orientation)
     check_rescale(header.path, header.rescale_slope, header.rescale_intercept)
+    check_rescaled_range(header)
+
+
+def check_rescaled_range(header: InstanceHeader) -> None:
+    """Stored values times slope plus intercept stay finite in the output type."""
+    bits = header.bits_stored or header.bits_allocated
+    largest = 2.0 ** min(bits, 64)
+    slope = abs(header.rescale_slope) if header.rescale_slope is not None else 1.0
+    intercept = abs(header.rescale_intercept or 0.0)
+    limit = float(np.finfo(output_dtype([header])).max)
+    if largest * slope + intercept > limit:
+        raise ingest_error(
+            header.path,
+            "bad_rescale",
+            f"RescaleSlope {slope:g} / Intercept {intercept:g} overflow the output values",
+        )
 
 
 def check_pixel_description(header: InstanceHeader) -> None:

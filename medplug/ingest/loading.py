@@ -18,6 +18,7 @@ from medplug.ingest.errors import (
     TruncatedDicomError,
     UnreadableDicomError,
 )
+from medplug.ingest.guard import quiet_warnings
 from medplug.ingest.nifti import is_nifti, load_nifti
 from medplug.ingest.scan import ScanResult, scan_folder
 from medplug.ingest.selection import SeriesSelection, select_series
@@ -91,10 +92,11 @@ def load_image(
         raise DicomError(path, "not_found", "no such file or folder")
     if path.is_file() and is_nifti(path):
         return load_nifti(path)
-    scan = scan if scan is not None else scan_folder(path)
-    if path.is_file() and scan.skipped:
-        raise _skip_as_error(scan)
-    volume, attempts = load_selected(scan, rules, allow_tilt=allow_tilt)
+    with quiet_warnings(path):
+        scan = scan if scan is not None else scan_folder(path)
+        if path.is_file() and scan.skipped:
+            raise _skip_as_error(scan)
+        volume, attempts = load_selected(scan, rules, allow_tilt=allow_tilt)
     if volume is not None:
         return volume
     if not attempts:

@@ -8,10 +8,12 @@ pydicom's decoders; a missing decoder is reported by transfer syntax name.
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
 import pydicom
+from pydicom import config
 from pydicom.uid import UID
 
 from medplug.ingest.errors import (
@@ -22,7 +24,7 @@ from medplug.ingest.errors import (
     UnsupportedTransferSyntaxError,
 )
 from medplug.ingest.guard import guarded, looks_truncated, quiet_warnings, safe_message
-from medplug.ingest.header import InstanceHeader
+from medplug.ingest.header import DEFER_SIZE, InstanceHeader
 
 GREY = {"MONOCHROME1", "MONOCHROME2"}
 _NATIVE_DTYPES = {
@@ -78,19 +80,54 @@ def read_dataset(header: InstanceHeader) -> pydicom.Dataset:
     notes: list[str] = []
     try:
         with quiet_warnings(header.path, notes):
-            ds = pydicom.dcmread(header.path, force=True)
-    except (KeyboardInterrupt, SystemExit, GeneratorExit, MemoryError):
+            ds = pydicom.dcmread(header.path, force=True, defer_size=DEFER_SIZE)
+    except MemoryError:
+        raise UnreadableDicomError(
+            header.path, "an element declares more bytes than exist"
+        ) from None
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
         raise
     except BaseException as exc:  # noqa: BLE001 - pydicom raises many types on malformed files
         category = "truncated" if looks_truncated(exc) or notes else "unreadable"
         raise DicomError(
             header.path, category, f"cannot read data set ({safe_message(exc)})"
         ) from None
+    if any(looks_truncated(note) for note in notes):
+        raise DicomError(header.path, "truncated", "data set ends early: " + notes[0])
     with guarded(header.path, "unreadable", "reading the transfer syntax"):
         if not getattr(ds.file_meta, "TransferSyntaxUID", None):
             # Files without File Meta: the decoder needs the syntax the reader detected.
             ds.file_meta.TransferSyntaxUID = transfer_syntax_from_encoding(ds)
+        element = ds.get(0x7FE00010)
+        encapsulated = element is not None and element.is_undefined_length
+    if encapsulated:
+        with guarded(header.path, "unreadable", "reading Pixel Data"):
+            value = ds.PixelData
+        check_fragments(header.path, value)
     return ds
+
+
+def check_fragments(path: Path, value: bytes) -> None:
+    """Every item of encapsulated Pixel Data is complete.
+
+    pydicom reads a value cut short by the end of the file without a word,
+    and decoders often return an image from a partial stream; the item
+    lengths say what should be there.
+    """
+    pos, end = 0, len(value)
+    while pos + 8 <= end:
+        group, element, length = struct.unpack_from("<HHL", value, pos)
+        if (group, element) == (0xFFFE, 0xE0DD):
+            return
+        if (group, element) != (0xFFFE, 0xE000):
+            return  # not item-structured: left to the decoder to judge
+        if pos + 8 + length > end:
+            raise DicomError(
+                path,
+                "truncated",
+                f"a Pixel Data fragment declares {length} bytes, {end - pos - 8} are present",
+            )
+        pos += 8 + length
 
 
 def transfer_syntax_from_encoding(ds: pydicom.Dataset) -> str:
@@ -105,7 +142,7 @@ def check_decoder(path: Path, transfer_syntax: str) -> None:
     """Raise ``UnsupportedTransferSyntaxError`` naming the syntax when no decoder is installed."""
     if not transfer_syntax:
         return
-    uid = UID(transfer_syntax)
+    uid = UID(transfer_syntax, validation_mode=config.IGNORE)
     if not uid.is_transfer_syntax:
         raise UnsupportedTransferSyntaxError(
             path, f"TransferSyntaxUID {str(uid)[:64]} is not a transfer syntax"
@@ -176,7 +213,7 @@ def decode_frames(header: InstanceHeader, ds: pydicom.Dataset) -> np.ndarray:
 def _says_truncated(exc: BaseException) -> bool:
     """pydicom's wording when the Pixel Data element is shorter than the header promises."""
     text = str(exc).lower()
-    return looks_truncated(exc) or "shorter than" in text or "less than the expected" in text
+    return looks_truncated(exc) or "shorter than" in text or "less than expected" in text
 
 
 def to_float(

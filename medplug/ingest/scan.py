@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from pydicom import config
 from pydicom.uid import UID
 
 from medplug.ingest.errors import SKIP_CATEGORIES, DicomError
-from medplug.ingest.guard import PASS_THROUGH, safe_message
+from medplug.ingest.guard import PASS_THROUGH, quiet_warnings, safe_message
 from medplug.ingest.header import InstanceHeader, read_header
 from medplug.ingest.sop_classes import skip_reason, sop_class_name
 
@@ -38,6 +39,7 @@ class SkippedFile:
     path: Path
     category: str
     reason: str
+    series_uid: str = ""  # of a truncated file, when read before the cut
 
     @property
     def description(self) -> str:
@@ -53,6 +55,8 @@ class SeriesInfo:
     instances: list[InstanceHeader] = field(default_factory=list)
     # Further files with the SOP Instance UID of a file in ``instances`` (copies).
     duplicates: list[InstanceHeader] = field(default_factory=list)
+    # Files of this series (by the Series UID read before the cut) that are truncated.
+    truncated: list[Path] = field(default_factory=list)
 
     @property
     def first(self) -> InstanceHeader:
@@ -98,7 +102,10 @@ class SeriesInfo:
 
     @property
     def transfer_syntax_names(self) -> list[str]:
-        return [UID(uid).name if uid else "unknown" for uid in self.transfer_syntaxes]
+        return [
+            UID(uid, validation_mode=config.IGNORE).name if uid else "unknown"
+            for uid in self.transfer_syntaxes
+        ]
 
     @property
     def sop_class_name(self) -> str:
@@ -220,10 +227,11 @@ _Outcome = InstanceHeader | SkippedFile
 
 def _read_one(path: Path) -> _Outcome:
     try:
-        header = read_header(path)
-        reason = skip_reason(header)
+        with quiet_warnings(path):
+            header = read_header(path)
+            reason = skip_reason(header)
     except DicomError as exc:
-        return SkippedFile(path, exc.category, exc.detail)
+        return SkippedFile(path, exc.category, exc.detail, getattr(exc, "series_uid", ""))
     except PASS_THROUGH:
         raise
     except BaseException as exc:  # noqa: BLE001 - one hostile file must not end a scan
@@ -297,8 +305,13 @@ def group_headers(root: Path, outcomes: Iterable[_Outcome]) -> ScanResult:
         if key not in by_series:
             by_series[key] = SeriesInfo(series_uid=series_uid, study_uid=outcome.study_uid)
         by_series[key].instances.append(outcome)
+    cut_files: dict[str, list[Path]] = {}
+    for skipped in result.skipped:
+        if skipped.category == "truncated" and skipped.series_uid:
+            cut_files.setdefault(skipped.series_uid, []).append(skipped.path)
     for series in by_series.values():
         _set_aside_duplicates(series)
+        series.truncated = cut_files.get(series.series_uid, [])
     studies: dict[str, StudyInfo] = {}
     for (study_uid, _), series in by_series.items():
         if study_uid not in studies:

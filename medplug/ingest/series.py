@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydicom import config
 from pydicom.uid import UID
 
 from medplug.contract import ImageVolume
@@ -63,6 +64,13 @@ def load_series(
     instances = series.instances
     where = instances[0].path if len(instances) == 1 else instances[0].path.parent
     with quiet_warnings(where), guarded(where, "unreadable", "loading the series"):
+        if series.truncated:
+            raise ingest_error(
+                series.truncated[0],
+                "truncated",
+                f"this file of the series is cut short ({len(series.truncated)} such file(s)); "
+                "the series is incomplete",
+            )
         duplicates = _check_duplicates(series)
         for instance in instances:
             check_instance(instance)
@@ -392,7 +400,9 @@ def _series_meta(
     return {
         "series_description": series.description,
         "series_number": series.number,
-        "sop_class": UID(first.sop_class_uid).name if first.sop_class_uid else "",
+        "sop_class": UID(first.sop_class_uid, validation_mode=config.IGNORE).name
+        if first.sop_class_uid
+        else "",
         "image_type": list(series.image_type),
         "photometric": first.photometric,
         "transfer_syntaxes": series.transfer_syntax_names,
