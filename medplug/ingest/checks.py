@@ -116,16 +116,17 @@ def check_size(header: InstanceHeader) -> None:
             f"{_mib(MAX_VOLUME_BYTES)} limit (MEDPLUG_MAX_VOLUME_BYTES)",
         )
     declared = declared_pixel_bytes(header)
+    if header.pixel_offset is not None and header.pixel_length is not None:
+        if header.pixel_offset + header.pixel_length > header.file_size:
+            raise ingest_error(
+                path,
+                "truncated",
+                f"Pixel Data declares {header.pixel_length} bytes but the file ends "
+                f"after {max(header.file_size - header.pixel_offset, 0)}",
+            )
     if header.transfer_syntax in NATIVE_SYNTAXES or not header.transfer_syntax:
         available = header.file_size
         if header.pixel_offset is not None and header.pixel_length is not None:
-            if header.pixel_offset + header.pixel_length > header.file_size:
-                raise ingest_error(
-                    path,
-                    "truncated",
-                    f"Pixel Data declares {header.pixel_length} bytes but the file ends "
-                    f"after {max(header.file_size - header.pixel_offset, 0)}",
-                )
             available = header.pixel_length
         if declared > available:
             category = "truncated" if header.pixel_length is None else "bad_pixel_description"

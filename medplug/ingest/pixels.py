@@ -98,8 +98,16 @@ def read_dataset(header: InstanceHeader) -> pydicom.Dataset:
         if not getattr(ds.file_meta, "TransferSyntaxUID", None):
             # Files without File Meta: the decoder needs the syntax the reader detected.
             ds.file_meta.TransferSyntaxUID = transfer_syntax_from_encoding(ds)
-        element = ds.get(0x7FE00010)
-        encapsulated = element is not None and element.is_undefined_length
+        element = ds.get_item(0x7FE00010) if 0x7FE00010 in ds else None
+        length = element.length if element is not None else 0
+        encapsulated = element is not None and length == 0xFFFFFFFF
+    if not encapsulated and length > header.file_size:
+        # Read lazily (deferred): an unchecked lying length would allocate up to 4 GiB.
+        raise DicomError(
+            header.path,
+            "truncated",
+            f"Pixel Data declares {length} bytes in a {header.file_size}-byte file",
+        )
     if encapsulated:
         with guarded(header.path, "unreadable", "reading Pixel Data"):
             value = ds.PixelData

@@ -91,6 +91,7 @@ class _Corpus:
 
 # --------------------------------------------------------------------------- header edits
 
+
 def _as_text(ds: Dataset, keyword: str, text: str) -> None:
     """Store a value pydicom would refuse for the element's VR (written as LO)."""
     from pydicom.datadict import tag_for_keyword
@@ -111,12 +112,8 @@ _GEOMETRY_EDITS: dict[str, Callable[[Dataset], None]] = {
     "spacing_zero": lambda ds: setattr(ds, "PixelSpacing", [0, 0.5]),
     "spacing_negative": lambda ds: setattr(ds, "PixelSpacing", [-1, -1]),
     "orientation_zero": lambda ds: setattr(ds, "ImageOrientationPatient", [0] * 6),
-    "orientation_nan": lambda ds: setattr(
-        ds, "ImageOrientationPatient", ["NaN", 0, 0, 0, 1, 0]
-    ),
-    "orientation_parallel": lambda ds: setattr(
-        ds, "ImageOrientationPatient", [1, 0, 0, 1, 0, 0]
-    ),
+    "orientation_nan": lambda ds: setattr(ds, "ImageOrientationPatient", ["NaN", 0, 0, 0, 1, 0]),
+    "orientation_parallel": lambda ds: setattr(ds, "ImageOrientationPatient", [1, 0, 0, 1, 0, 0]),
     "orientation_5_values": lambda ds: setattr(ds, "ImageOrientationPatient", [1, 0, 0, 0, 1]),
     "orientation_scaled": lambda ds: setattr(ds, "ImageOrientationPatient", [3, 0, 0, 0, 3, 0]),
     "slope_nan": lambda ds: setattr(ds, "RescaleSlope", "NaN"),
@@ -173,12 +170,7 @@ def with_transfer_syntax(data: bytes, uid: str) -> bytes:
     offset = data.find(b"\x02\x00\x10\x00UI", 132)
     length = struct.unpack_from("<H", data, offset + 6)[0]
     value = uid.encode() + (b"\x00" if len(uid) % 2 else b"")
-    return (
-        data[: offset + 6]
-        + struct.pack("<H", len(value))
-        + value
-        + data[offset + 8 + length :]
-    )
+    return data[: offset + 6] + struct.pack("<H", len(value)) + value + data[offset + 8 + length :]
 
 
 def header_edits(corpus: _Corpus) -> None:
@@ -260,15 +252,19 @@ def bit_flips(corpus: _Corpus, per_file: int = 8) -> None:
             corpus.file("bitflip", f"{stem}_{index}", bytes(mutated))
 
 
-def _element_offset(data: bytes, group: int, element: int) -> int | None:
-    """Offset of an explicit VR little endian element's tag, or None."""
-    found = data.find(struct.pack("<HH", group, element), 132)
+def _element_offset(data: bytes, group: int, element: int, order: str = "<") -> int | None:
+    """Offset of an explicit VR element's tag (``order`` "<" or ">"), or None."""
+    found = data.find(struct.pack(order + "HH", group, element), 132)
     return found if found >= 0 else None
 
 
 def lying_lengths(corpus: _Corpus) -> None:
     data = source("CT_small.dcm").read_bytes()
-    for tag, name in (((0x0028, 0x0010), "rows"), ((0x0020, 0x0032), "ipp"), ((0x0008, 0x0018), "sop")):
+    for tag, name in (
+        ((0x0028, 0x0010), "rows"),
+        ((0x0020, 0x0032), "ipp"),
+        ((0x0008, 0x0018), "sop"),
+    ):
         offset = _element_offset(data, *tag)
         assert offset is not None
         for length in (0, 1, 0x7FFF, 0xFFFF):
@@ -290,16 +286,18 @@ def lying_lengths(corpus: _Corpus) -> None:
 
 
 def wrong_vrs(corpus: _Corpus) -> None:
-    data = source("CT_small.dcm").read_bytes()
     targets = {"rows": (0x0028, 0x0010), "spacing": (0x0028, 0x0030), "ipp": (0x0020, 0x0032)}
-    for name, tag in targets.items():
-        offset = _element_offset(data, *tag)
-        assert offset is not None
-        for vr in (b"ZZ", b"\x00\x00", b"SQ", b"OB", b"UN", b"FD"):
-            mutated = bytearray(data)
-            mutated[offset + 4 : offset + 6] = vr
-            label = vr.decode("latin-1") if vr.isalpha() else vr.hex()
-            corpus.file("vr", f"CT_small_{name}_vr_{label}", bytes(mutated))
+    # Little endian goes through medplug's own header parser, big endian through pydicom's.
+    for base, order in (("CT_small.dcm", "<"), ("MR_small_bigendian.dcm", ">")):
+        data = source(base).read_bytes()
+        for name, tag in targets.items():
+            offset = _element_offset(data, *tag, order=order)
+            assert offset is not None, (base, name)
+            for vr in (b"ZZ", b"\x00\x00", b"SQ", b"OB", b"UN", b"FD"):
+                mutated = bytearray(data)
+                mutated[offset + 4 : offset + 6] = vr
+                label = vr.decode("latin-1") if vr.isalpha() else vr.hex()
+                corpus.file("vr", f"{base.split('.')[0]}_{name}_vr_{label}", bytes(mutated))
 
 
 # --------------------------------------------------------------------------- compressed streams
@@ -470,7 +468,11 @@ def not_dicom(corpus: _Corpus) -> None:
 
 # Inputs ``make fuzz`` (tests/fuzz/fuzz_ingest.py) found escaping as foreign
 # exceptions, rebuilt here as (source file, [(offset, new bytes), ...]).
-REGRESSIONS: dict[str, tuple[str, list[tuple[int, bytes]]]] = {}
+REGRESSIONS: dict[str, tuple[str, list[tuple[int, bytes]]]] = {
+    # Encapsulated Pixel Data's undefined length 0xFFFFFFFF flipped to 0xFFFFFFFE: pydicom
+    # deferred the value, then read 4 GiB on access (MemoryError under the fuzz memory cap).
+    "jpeg_ls_pixel_length_4GiB": ("MR_small_jpeg_ls_lossless.dcm", [(1528, b"\xfe")]),
+}
 
 
 def regressions(corpus: _Corpus) -> None:
@@ -488,7 +490,10 @@ def build_corpus(out: str | Path, seed: int = 0) -> list[FuzzCase]:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     corpus = _Corpus(out, seed)
-    reading, writing = config.settings.reading_validation_mode, config.settings.writing_validation_mode
+    reading, writing = (
+        config.settings.reading_validation_mode,
+        config.settings.writing_validation_mode,
+    )
     config.settings.reading_validation_mode = config.IGNORE
     config.settings.writing_validation_mode = config.IGNORE
     try:

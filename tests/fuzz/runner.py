@@ -76,7 +76,11 @@ class Summary:
             "slowest_s": round(self.slowest.seconds, 2),
             "slowest_input": self.slowest.name,
             "categories": dict(
-                sorted(Counter(r.outcome for r in self.results if r.outcome.startswith("error:")).items())
+                sorted(
+                    Counter(
+                        r.outcome for r in self.results if r.outcome.startswith("error:")
+                    ).items()
+                )
             ),
         }
 
@@ -164,7 +168,11 @@ def worker_main() -> None:
         started = time.perf_counter()
         outcome, detail, leaked = check_one(path)
         seconds = time.perf_counter() - started
-        peak = _status_kib("VmHWM") if can_reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        peak = (
+            _status_kib("VmHWM")
+            if can_reset
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        )
         answer = {
             "outcome": outcome,
             "detail": detail,
@@ -185,8 +193,12 @@ class _Worker:
     def start(self) -> None:
         env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
         self.process = subprocess.Popen(
-            [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r});"
-             " import runner; runner.worker_main()"],
+            [
+                sys.executable,
+                "-c",
+                f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r});"
+                " import runner; runner.worker_main()",
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
