@@ -56,7 +56,6 @@ LOAD_CATEGORIES = {
     "bad_rescale": "RescaleSlope/Intercept not finite, or slope zero",
     "bad_lookup_table": "palette or modality lookup table malformed",
     "duplicate_instances": "files share a SOP Instance UID but differ in size or geometry",
-    "invalid_value": "a header value has the wrong type or cannot be parsed",
 }
 
 

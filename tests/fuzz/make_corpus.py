@@ -25,7 +25,8 @@ import random
 import shutil
 import struct
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -490,13 +491,7 @@ def build_corpus(out: str | Path, seed: int = 0) -> list[FuzzCase]:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     corpus = _Corpus(out, seed)
-    reading, writing = (
-        config.settings.reading_validation_mode,
-        config.settings.writing_validation_mode,
-    )
-    config.settings.reading_validation_mode = config.IGNORE
-    config.settings.writing_validation_mode = config.IGNORE
-    try:
+    with lenient_pydicom():
         header_edits(corpus)
         truncations(corpus)
         bit_flips(corpus)
@@ -506,10 +501,19 @@ def build_corpus(out: str | Path, seed: int = 0) -> list[FuzzCase]:
         folders(corpus)
         not_dicom(corpus)
         regressions(corpus)
-    finally:
-        config.settings.reading_validation_mode = reading
-        config.settings.writing_validation_mode = writing
     return corpus.cases
+
+
+@contextmanager
+def lenient_pydicom() -> Iterator[None]:
+    """Let pydicom write the invalid values the corpus is made of, without warnings."""
+    settings = config.settings
+    reading, writing = settings.reading_validation_mode, settings.writing_validation_mode
+    settings.reading_validation_mode = settings.writing_validation_mode = config.IGNORE
+    try:
+        yield
+    finally:
+        settings.reading_validation_mode, settings.writing_validation_mode = reading, writing
 
 
 if __name__ == "__main__":
