@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -73,23 +74,70 @@ def guarded(path: str | Path | None, category: str, doing: str) -> Iterator[None
         raise DicomError(path, category, f"{doing} failed ({safe_message(exc)})") from None
 
 
+class _WarningCapture:
+    """One process-wide capture shared by every thread, installed while any needs it.
+
+    ``warnings.catch_warnings`` swaps process-global state and restores it on
+    exit; two threads entering and leaving it interleaved (the REST server,
+    the stack loader's pool) can leave another thread's capture installed for
+    good. Here the first user installs the capture, the last removes it, and
+    each record carries its thread, so every block sees its own warnings.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._context: warnings.catch_warnings | None = None
+        self._records: list[tuple[int, str]] = []
+
+    def enter(self) -> int:
+        with self._lock:
+            if self._users == 0:
+                self._context = warnings.catch_warnings()
+                self._context.__enter__()
+                warnings.simplefilter("always")
+                warnings.showwarning = self._show
+                self._records = []
+            self._users += 1
+            return len(self._records)
+
+    def leave(self, start: int) -> list[str]:
+        me = threading.get_ident()
+        with self._lock:
+            mine = [text for thread, text in self._records[start:] if thread == me]
+            self._users -= 1
+            if self._users == 0 and self._context is not None:
+                self._context.__exit__(None, None, None)
+                self._context = None
+                self._records = []
+        return mine
+
+    def _show(self, message: Warning | str, *args: object, **kwargs: object) -> None:
+        text = _QUOTED.sub("'...'", str(message))[:200]
+        with self._lock:
+            self._records.append((threading.get_ident(), text))
+
+
+_CAPTURE = _WarningCapture()
+
+
 @contextmanager
 def quiet_warnings(path: str | Path | None, collected: list[str] | None = None) -> Iterator[None]:
-    """Record library warnings inside the block; log them with a count, never print them.
+    """Keep library warnings raised in this thread inside the block off the terminal.
 
-    ``collected`` (optional) receives the sanitized warning texts, so callers
-    can tell a truncated file from a merely odd one.
+    They are logged with a count (``medplug.ingest`` logger, INFO, quoted values
+    removed); ``collected`` (optional) receives their texts, so callers can tell
+    a truncated file from a merely odd one.
     """
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            yield
-        finally:
-            texts = [_QUOTED.sub("'...'", str(w.message))[:200] for w in caught]
-            if collected is not None:
-                collected.extend(texts)
-            if texts:
-                _log_warnings(path, texts)
+    start = _CAPTURE.enter()
+    try:
+        yield
+    finally:
+        texts = _CAPTURE.leave(start)
+        if collected is not None:
+            collected.extend(texts)
+        if texts:
+            _log_warnings(path, texts)
 
 
 def _log_warnings(path: str | Path | None, texts: list[str]) -> None:

@@ -99,10 +99,15 @@ def read_dataset(header: InstanceHeader) -> pydicom.Dataset:
             # Files without File Meta: the decoder needs the syntax the reader detected.
             ds.file_meta.TransferSyntaxUID = transfer_syntax_from_encoding(ds)
         element = ds.get_item(0x7FE00010) if 0x7FE00010 in ds else None
-        length = element.length if element is not None else 0
-        encapsulated = element is not None and length == 0xFFFFFFFF
-    if not encapsulated and length > header.file_size:
-        # Read lazily (deferred): an unchecked lying length would allocate up to 4 GiB.
+        # A raw (not yet converted) element knows its declared length; a converted one
+        # holds its value already. Deflated files are larger than their on-disk size.
+        length = getattr(element, "length", None) if element is not None else None
+        encapsulated = element is not None and (
+            length == 0xFFFFFFFF or bool(getattr(element, "is_undefined_length", False))
+        )
+        deflated = str(ds.file_meta.get("TransferSyntaxUID", "")) == "1.2.840.10008.1.2.1.99"
+    if length is not None and not encapsulated and not deflated and length > header.file_size:
+        # Deferred values are read on access: an unchecked lying length allocates up to 4 GiB.
         raise DicomError(
             header.path,
             "truncated",

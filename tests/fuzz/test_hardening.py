@@ -139,3 +139,31 @@ def test_no_library_warning_escapes_inspect(corpus: dict[str, Path]) -> None:
         result = CliRunner().invoke(app, ["inspect", str(folder)])
     assert result.exit_code == 0, result.output
     assert [str(w.message) for w in caught] == []
+
+
+def test_warning_capture_is_thread_safe_and_restores_global_state() -> None:
+    """Interleaved blocks in several threads each see only their own warnings."""
+    import threading
+
+    from medplug.ingest.guard import quiet_warnings
+
+    before = (warnings.showwarning, list(warnings.filters))
+    seen: dict[int, list[str]] = {}
+    barrier = threading.Barrier(4)
+
+    def work(index: int) -> None:
+        mine: list[str] = []
+        barrier.wait()
+        for round_ in range(50):
+            with quiet_warnings(None, mine):
+                warnings.warn(f"thread {index} round {round_}", UserWarning, stacklevel=1)
+        seen[index] = mine
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert (warnings.showwarning, list(warnings.filters)) == before
+    for index, texts in seen.items():
+        assert texts == [f"thread {index} round {r}" for r in range(50)]
