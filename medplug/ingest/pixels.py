@@ -98,7 +98,7 @@ def read_dataset(header: InstanceHeader) -> pydicom.Dataset:
         if not getattr(ds.file_meta, "TransferSyntaxUID", None):
             # Files without File Meta: the decoder needs the syntax the reader detected.
             ds.file_meta.TransferSyntaxUID = transfer_syntax_from_encoding(ds)
-        element = ds.get_item(0x7FE00010) if 0x7FE00010 in ds else None
+        element = ds.get_item(0x7FE00010, keep_deferred=True) if 0x7FE00010 in ds else None
         # A raw (not yet converted) element knows its declared length; a converted one
         # holds its value already. Deflated files are larger than their on-disk size.
         length = getattr(element, "length", None) if element is not None else None

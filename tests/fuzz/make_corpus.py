@@ -473,6 +473,10 @@ REGRESSIONS: dict[str, tuple[str, list[tuple[int, bytes]]]] = {
     # Encapsulated Pixel Data's undefined length 0xFFFFFFFF flipped to 0xFFFFFFFE: pydicom
     # deferred the value, then read 4 GiB on access (MemoryError under the fuzz memory cap).
     "jpeg_ls_pixel_length_4GiB": ("MR_small_jpeg_ls_lossless.dcm", [(1528, b"\xfe")]),
+    # The same lie on files whose header pydicom reads (big endian; a flipped meta byte):
+    # the deferred Pixel Data was read in full while medplug only asked for its length.
+    "big_endian_pixel_length_4GiB": ("MR_small_bigendian.dcm", [(1512, b"\xff\x7f\x00\x00")]),
+    "j2k_meta_flip_pixel_length": ("JPEG2000.dcm", [(256, b"\x33"), (1876, b"\x10")]),
 }
 
 
