@@ -3,7 +3,8 @@
 Three shapes of series, three paths:
 - a stack of single-frame files (CT, MR, PET): geometry from the headers the
   scan already read, then each slice is read straight into a preallocated
-  float32 array (native files with ``np.fromfile``, in a few threads);
+  float array (float32; float64 for integers over 24 bits) (native files with
+  ``np.fromfile``, in a few threads);
 - multi-frame objects (enhanced CT/MR, legacy multi-frame, cine): decoded by
   pydicom, frame positions from the per-frame functional groups;
 - a single 2D image (CR, DX, secondary capture): a 2D volume.
@@ -45,7 +46,6 @@ from medplug.ingest.pixels import (
 )
 from medplug.ingest.scan import SeriesInfo
 
-OUTPUT_DTYPE = np.float32
 # Below this many slices a thread pool costs more than it saves.
 _THREADS_MIN_SLICES = 16
 
