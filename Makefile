@@ -15,7 +15,7 @@ DEMO_CASES ?= 48
 MODELS := sample_data/models
 export MEDPLUG_MODELS := $(abspath $(MODELS))
 
-.PHONY: venv system-packages demo test lint sample-data demo-models bench bench-ingest bench-image bench-text bench-fusion bench-batch bench-serve clean
+.PHONY: venv system-packages demo test lint fuzz sample-data demo-models bench bench-ingest bench-image bench-text bench-fusion bench-batch bench-serve clean
 
 venv: $(VENV)/.installed
 
@@ -47,6 +47,12 @@ test: venv system-packages
 
 lint: venv
 	$(VENV)/bin/ruff check .
+
+# A few minutes of hypothesis fuzzing of DICOM ingest; findings land in fuzz-findings.json
+# (add each to REGRESSIONS in tests/fuzz/make_corpus.py). FUZZ_SECONDS to change the budget.
+FUZZ_SECONDS ?= 180
+fuzz: venv
+	OMP_NUM_THREADS=1 $(PY) tests/fuzz/fuzz_ingest.py --seconds $(FUZZ_SECONDS) --out fuzz-findings.json
 
 bench-ingest: venv
 	$(PY) benchmarks/ingest.py

@@ -41,6 +41,19 @@ class DicomError(MedplugError):
         where = f"{self.path}: " if self.path is not None else ""
         super().__init__(f"{where}{category}: {detail}")
 
+    def __reduce__(self) -> tuple:
+        # Subclasses take fewer arguments; rebuild from the fields so the error
+        # crosses process boundaries (batch workers) intact.
+        return (_rebuild_dicom_error, (type(self), self.path, self.category, self.detail))
+
+
+def _rebuild_dicom_error(
+    cls: type[DicomError], path: Path | None, category: str, detail: str
+) -> DicomError:
+    error = cls.__new__(cls)
+    DicomError.__init__(error, path, category, detail)
+    return error
+
 
 class SeriesGeometryError(DicomError):
     """Slices do not form one regular volume (gaps, tilt, mixed sizes)."""

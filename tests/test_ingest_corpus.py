@@ -50,9 +50,10 @@ def test_every_corpus_file_lands_in_its_expected_category() -> None:
 
 def test_expected_table_covers_the_hard_cases() -> None:
     """The reviewed outliers, spelled out so a regression is readable in the diff."""
-    assert EXPECTED["pydicom/MR_truncated.dcm"] == "error:unreadable"
+    assert EXPECTED["pydicom/MR_truncated.dcm"] == "error:truncated"
+    assert EXPECTED["pydicom/rtplan_truncated.dcm"] == "skip:truncated"
     assert EXPECTED["pydicom/JPEG-lossy.dcm"] == "error:decode_failed"
-    assert EXPECTED["pydicom-data/emri_small_jpeg_2k_lossless_too_short.dcm"] == "error:unreadable"
+    assert EXPECTED["pydicom-data/emri_small_jpeg_2k_lossless_too_short.dcm"] == "error:truncated"
     assert EXPECTED["pydicom/test-SR.dcm"] == "skip:structured_report"
     assert EXPECTED["pydicom/rtplan.dcm"] == "skip:radiotherapy"
     assert EXPECTED["pydicom-data/liver.dcm"] == "skip:segmentation"

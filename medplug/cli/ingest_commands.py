@@ -36,7 +36,12 @@ def inspect(
     workers: int = typer.Option(None, "--workers", help="Header-reading processes."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Show studies and series in PATH, skipped files with reasons, and what would be selected."""
+    """Show studies and series in PATH, skipped files with reasons, and what would be loaded.
+
+    The verdict comes from actually loading, with the code ``predict`` uses: a
+    selected series that fails is named with its error and the next one is
+    tried. Exits 1 when nothing in PATH would load.
+    """
     from medplug.ingest.nifti import is_nifti
 
     with medplug_errors_exit():
@@ -44,15 +49,25 @@ def inspect(
             _inspect_nifti(path, as_json)
             return
         scan = _scan_with_progress(path, workers)
+        from medplug.ingest.loading import load_selected
         from medplug.ingest.selection import explain_selection
 
         decisions = explain_selection(scan, rules)
+        volume, attempts = load_selected(scan, rules)
     if as_json:
-        console.print_json(json.dumps(_scan_json(scan, decisions)))
-        return
-    _print_series_table(scan, decisions)
-    _print_skipped(scan)
-    _print_selection(decisions)
+        console.print_json(json.dumps(_scan_json(scan, decisions, volume, attempts)))
+    else:
+        if scan.series:
+            _print_series_table(scan, decisions)
+        else:
+            console.print(
+                f"{scan.root}: {scan.n_files} files, no image series, "
+                f"{len(scan.skipped)} skipped ({scan.elapsed_s:.2f} s)"
+            )
+        _print_skipped(scan)
+        _print_selection(decisions, volume, attempts)
+    if volume is None:
+        raise typer.Exit(code=1)
 
 
 def _scan_with_progress(path: Path, workers: int | None) -> Any:
@@ -159,25 +174,38 @@ def _print_skipped(scan: Any) -> None:
 
 
 def _relative(path: Path, root: Path) -> str:
+    """Path below the scanned folder; the file name when PATH was the file itself."""
     try:
-        return str(path.relative_to(root)) or path.name
+        relative = path.relative_to(root)
     except ValueError:
         return path.name
+    return path.name if relative == Path(".") else str(relative)
 
 
-def _print_selection(decisions: list[Any]) -> None:
-    chosen = sorted(
-        (d for d in decisions if d.selected_rank is not None), key=lambda d: d.selected_rank
-    )
-    if not chosen:
+def _print_selection(decisions: list[Any], volume: Any, attempts: list[Any]) -> None:
+    if not attempts:
         console.print("[yellow]No series would be selected.[/]")
-    for decision in chosen[:1]:
-        series = decision.series
-        console.print(
-            f"[bold]Would load:[/] series {series.number} ({series.short_uid}, "
-            f"{series.modality} '{series.description}') by rule [bold]{decision.rule}[/]: "
-            + "; ".join(r.removeprefix("ok: ") for r in decision.reasons)
+    for attempt in attempts:
+        series = attempt.selection.series
+        label = (
+            f"series {series.number} ({series.short_uid}, "
+            f"{series.modality or '-'} '{series.description}') by rule "
+            f"[bold]{attempt.selection.rule}[/]"
         )
+        if attempt.error is not None:
+            error = attempt.error
+            console.print(
+                f"[bold red]Cannot load:[/] {label}: {error.category}: {error.detail}",
+                highlight=False,
+            )
+            continue
+        console.print(
+            f"[bold]Would load:[/] {label}, array {tuple(volume.array.shape)}: "
+            + "; ".join(r.removeprefix("ok: ") for r in attempt.selection.reasons),
+            highlight=False,
+        )
+    if attempts and volume is None:
+        console.print("[bold red]Nothing would load.[/]")
     for decision in decisions:
         if decision.selected_rank is None and decision.reasons:
             console.print(
@@ -186,10 +214,30 @@ def _print_selection(decisions: list[Any]) -> None:
             )
 
 
-def _scan_json(scan: Any, decisions: list[Any]) -> dict[str, Any]:
+def _scan_json(
+    scan: Any, decisions: list[Any], volume: Any = None, attempts: list[Any] | None = None
+) -> dict[str, Any]:
     by_series = {id(d.series): d for d in decisions}
+    loaded = [a for a in attempts or [] if a.error is None]
     return {
         "root": str(scan.root),
+        "would_load": {
+            "series": loaded[0].selection.series.short_uid,
+            "rule": loaded[0].selection.rule,
+            "shape": list(volume.array.shape),
+        }
+        if loaded
+        else None,
+        "load_failures": [
+            {
+                "series": a.selection.series.short_uid,
+                "rule": a.selection.rule,
+                "category": a.error.category,
+                "detail": a.error.detail,
+            }
+            for a in attempts or []
+            if a.error is not None
+        ],
         "n_files": scan.n_files,
         "elapsed_s": round(scan.elapsed_s, 4),
         "studies": [

@@ -4,7 +4,7 @@ Public API (see docs/ingest.md)::
 
     scan = scan_folder("study/")                 # headers only, parallel, never raises per file
     chosen = select_series(scan, rules)          # declarative rules, best first, with reasons
-    volume = load_series(chosen[0].series)       # float32 (column, row, slice), RAS affine
+    volume = load_series(chosen[0].series)       # float32 (float64 > 24-bit ints), RAS affine
     volume = load_image("study/" or "ct.nii.gz") # one call for the common case
     case = load_case("study/", report=..., clinical=...)
     LoadImage(reader=MedplugDicomReader())       # the same loading inside MONAI pipelines

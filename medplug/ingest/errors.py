@@ -27,6 +27,7 @@ SKIP_CATEGORIES = {
     "non_image": "other non-image object (raw data, registration, ...)",
     "no_pixel_data": "image object without pixel data",
     "missing_uid": "no Series/SOP Instance UID, cannot be grouped",
+    "truncated": "file ends inside its header (cut short in transfer or on disk)",
 }
 
 # Why a series or file could not be turned into a volume (DicomError.category).
@@ -48,6 +49,13 @@ LOAD_CATEGORIES = {
     "empty_series": "no loadable image in the selection",
     "not_found": "path does not exist",
     "unsupported_file": "file type medplug does not read",
+    "truncated": "file ends before its header or pixel data does",
+    "too_large": "declared image size is beyond the size limit or the data present",
+    "bad_pixel_description": "Rows/Columns/Bits/Samples/Frames impossible or inconsistent",
+    "bad_geometry": "position/orientation/spacing not finite, wrong count or degenerate",
+    "bad_rescale": "RescaleSlope/Intercept not finite, or slope zero",
+    "bad_lookup_table": "palette or modality lookup table malformed",
+    "duplicate_instances": "files share a SOP Instance UID but differ in size or geometry",
 }
 
 
@@ -100,6 +108,19 @@ class NoImageSeriesError(DicomError):
         super().__init__(path, "empty_series", detail)
 
 
+class TruncatedDicomError(DicomError):
+    """The file ends before its header or pixel data does."""
+
+    def __init__(self, path: str | Path | None, detail: str) -> None:
+        super().__init__(path, "truncated", detail)
+
+
+def ingest_error(path: str | Path | None, category: str, detail: str) -> DicomError:
+    """A ``DicomError`` with a category from ``LOAD_CATEGORIES`` (checked)."""
+    assert category in LOAD_CATEGORIES, category
+    return DicomError(path, category, detail)
+
+
 def geometry_error(path: str | Path | None, category: str, detail: str) -> SeriesGeometryError:
     """A ``SeriesGeometryError`` with one of the geometry categories above."""
     assert category in LOAD_CATEGORIES, category
@@ -116,8 +137,10 @@ __all__ = [
     "NotDicomError",
     "PixelDecodeError",
     "SeriesGeometryError",
+    "TruncatedDicomError",
     "UnreadableDicomError",
     "UnsupportedPixelFormatError",
     "UnsupportedTransferSyntaxError",
     "geometry_error",
+    "ingest_error",
 ]

@@ -84,7 +84,7 @@ def stack_geometry(
             f"{len(distinct)} different ImageOrientationPatient values in one series",
         )
     if not np.allclose(pixel_spacings, pixel_spacings[0], rtol=1e-3, atol=1e-4):
-        distinct = sorted({tuple(np.round(s, 4)) for s in pixel_spacings.tolist()})
+        distinct = sorted({tuple(round(float(v), 4) for v in s) for s in pixel_spacings.tolist()})
         raise geometry_error(
             where, "mixed_pixel_spacing", f"images have different PixelSpacing {distinct}"
         )

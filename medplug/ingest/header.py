@@ -20,7 +20,13 @@ from typing import Any
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from medplug.ingest.errors import NotDicomError, UnreadableDicomError
+from medplug.ingest.errors import (
+    DicomError,
+    NotDicomError,
+    TruncatedDicomError,
+    UnreadableDicomError,
+)
+from medplug.ingest.guard import PASS_THROUGH, looks_truncated, quiet_warnings, safe_message
 
 NATIVE_LITTLE_ENDIAN = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
 IMPLICIT_LITTLE_ENDIAN = "1.2.840.10008.1.2"
@@ -29,6 +35,9 @@ DEFLATED = "1.2.840.10008.1.2.1.99"
 PIXEL_TAGS = {0x7FE00010, 0x7FE00008, 0x7FE00009}
 UNDEFINED = 0xFFFFFFFF
 _FIRST_READ = 16 * 1024
+# pydicom skips (defers) values longer than this: a header read never needs them, and a
+# lying length then costs a seek instead of an allocation of up to 4 GiB.
+DEFER_SIZE = 1 << 20
 _LONG_VRS = {
     b"OB",
     b"OD",
@@ -146,9 +155,32 @@ class _Unsupported(Exception):
     """The fast parser does not handle this file; use pydicom."""
 
 
+class _Truncated(Exception):
+    """An element's value runs past the end of the file."""
+
+
 def read_header(path: str | Path) -> InstanceHeader:
-    """The header facts of one file; raises ``NotDicomError`` / ``UnreadableDicomError``."""
+    """The header facts of one file; raises a ``DicomError`` (never another exception).
+
+    Categories: ``not_dicom``, ``truncated`` (the file ends inside its header),
+    ``unreadable`` (anything else malformed). Library warnings go to the log.
+    """
     path = Path(path)
+    notes: list[str] = []
+    try:
+        with quiet_warnings(path, notes):
+            return _read_header(path, notes)
+    except DicomError:
+        raise
+    except PASS_THROUGH:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - a parser panic must not escape a scan
+        if looks_truncated(exc):
+            raise TruncatedDicomError(path, f"header ends early ({safe_message(exc)})") from None
+        raise UnreadableDicomError(path, f"malformed header ({safe_message(exc)})") from None
+
+
+def _read_header(path: Path, notes: list[str]) -> InstanceHeader:
     try:
         size = os.path.getsize(path)
         with open(path, "rb") as handle:
@@ -158,9 +190,20 @@ def read_header(path: str | Path) -> InstanceHeader:
             except _NeedMore:
                 handle.seek(len(data))
                 data += handle.read()
-                return _fast_header(path, data, size, handle)
+                try:
+                    return _fast_header(path, data, size, handle)
+                except _NeedMore as exc:
+                    # The whole file is in memory: an element needing more runs past its end.
+                    cut = _Truncated("the file ends inside a data element")
+                    cut.series_uid = getattr(exc, "series_uid", "")
+                    raise cut from None
+    except _Truncated as exc:
+        error = TruncatedDicomError(path, str(exc))
+        # Where the cut file belonged, if its Series UID came before the cut (see scan).
+        error.series_uid = getattr(exc, "series_uid", "")  # type: ignore[attr-defined]
+        raise error from None
     except (_Unsupported, _NeedMore, struct.error, ValueError, IndexError):
-        return _pydicom_header(path)
+        return _pydicom_header(path, notes)
     except OSError as exc:
         raise UnreadableDicomError(path, f"cannot read file ({exc.strerror or exc})") from None
 
@@ -197,7 +240,11 @@ def _fast_header(path: Path, data: bytes, size: int, handle: Any = None) -> Inst
     ):
         raise _Unsupported  # big endian, deflate, or no transfer syntax
     implicit = header.transfer_syntax == IMPLICIT_LITTLE_ENDIAN
-    _walk_top_level(header, data, pos, implicit, size, handle)
+    try:
+        _walk_top_level(header, data, pos, implicit, size, handle)
+    except (_Truncated, _NeedMore) as exc:
+        exc.series_uid = header.series_uid  # type: ignore[attr-defined]
+        raise
     if header.frames > 1:
         raise _Unsupported  # per-frame geometry lives in functional groups: let pydicom read it
     return header
@@ -255,8 +302,11 @@ def _walk_top_level(
     long_vrs = _LONG_VRS
     short_vrs = _SHORT_VRS
     checked_tail = False
+    first = pos
     while True:
         if pos >= size:
+            if pos == first:
+                raise _Truncated("the file ends right after its File Meta (no data set)")
             return  # no Pixel Data
         if pos + 8 > end:
             raise _NeedMore
@@ -285,6 +335,11 @@ def _walk_top_level(
             checked_tail = True
             if tag not in PIXEL_TAGS and _native_pixels_at_tail(header, implicit, size, handle):
                 return
+        if length != UNDEFINED and value_pos + length > size and tag not in PIXEL_TAGS:
+            raise _Truncated(
+                f"element ({group:04X},{elem:04X}) declares {length} bytes, "
+                f"the file ends after {size - value_pos}"
+            )
         if tag in PIXEL_TAGS:
             header.has_pixel_data = True
             if length != UNDEFINED:
@@ -419,34 +474,79 @@ def _decode(raw: bytes, kind: str) -> Any:
 # --------------------------------------------------------------------------- pydicom path
 
 
-def _pydicom_header(path: Path) -> InstanceHeader:
+def _pydicom_header(path: Path, notes: list[str] | None = None) -> InstanceHeader:
     """Header through pydicom, for files the fast parser leaves alone."""
+    notes = notes if notes is not None else []
     try:
         size = os.path.getsize(path)
-        with open(path, "rb") as handle:
+        with open(path, "rb") as raw_handle:
+            handle = ShortReadDetector(raw_handle)
             try:
-                ds = pydicom.dcmread(handle, stop_before_pixels=True)
+                ds = pydicom.dcmread(handle, stop_before_pixels=True, defer_size=DEFER_SIZE)
             except InvalidDicomError:
                 handle.seek(0)
-                ds = pydicom.dcmread(handle, stop_before_pixels=True, force=True)
+                ds = pydicom.dcmread(
+                    handle, stop_before_pixels=True, force=True, defer_size=DEFER_SIZE
+                )
                 if not _looks_like_dicom(ds):
                     raise NotDicomError(path) from None
+            stopped_at = handle.tell()
             next_tag = handle.read(8)
-    except NotDicomError:
+        if stopped_at > size:
+            raise TruncatedDicomError(
+                path, f"an element's length runs {stopped_at - size} bytes past the end of the file"
+            )
+    except (NotDicomError, TruncatedDicomError):
         raise
     except OSError as exc:
         raise UnreadableDicomError(path, f"cannot read file ({exc.strerror or exc})") from None
-    except Exception as exc:  # pydicom raises many types on malformed files
-        raise UnreadableDicomError(path, f"malformed header ({type(exc).__name__})") from None
+    except MemoryError:
+        # Values over DEFER_SIZE are skipped, so only a lying length gets here.
+        raise UnreadableDicomError(path, "an element declares more bytes than exist") from None
+    except PASS_THROUGH:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - pydicom raises many types on malformed files
+        if looks_truncated(exc) or any(looks_truncated(note) for note in notes):
+            raise TruncatedDicomError(path, f"header ends early ({safe_message(exc)})") from None
+        raise UnreadableDicomError(path, f"malformed header ({safe_message(exc)})") from None
     try:
         header = header_from_dataset(path, ds, size, next_tag)
         if not header.has_pixel_data and header.transfer_syntax == DEFLATED:
             # In a deflated file the stop position says nothing: look for pixels in a full read.
             full = pydicom.dcmread(path, force=True)
             header.has_pixel_data = any(tag in full for tag in PIXEL_TAGS)
-        return header
-    except (TypeError, ValueError, AttributeError, IndexError, KeyError) as exc:
-        raise UnreadableDicomError(path, f"invalid header value ({type(exc).__name__})") from None
+    except PASS_THROUGH:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - values of any VR may be malformed
+        raise UnreadableDicomError(path, f"invalid header value ({safe_message(exc)})") from None
+    if not header.has_pixel_data and any(looks_truncated(note) for note in notes):
+        raise TruncatedDicomError(path, "file ends inside its header: " + notes[0])
+    if not header.has_pixel_data and handle.short_read:
+        raise TruncatedDicomError(path, "the file ends inside a data element")
+    return header
+
+
+class ShortReadDetector:
+    """File wrapper noting a read cut short by the end of the file.
+
+    pydicom accepts a value shorter than its declared length without a word,
+    so a file cut inside its header would read as a valid data set without
+    pixels. A clean end of file falls between elements: the 4- or 8-byte tag
+    read finds nothing. Any other short read means the file was cut.
+    """
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+        self.short_read = False
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._handle.read(size)
+        if size > 0 and len(data) < size and (data or size not in (4, 8)):
+            self.short_read = True
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._handle, name)
 
 
 def _looks_like_dicom(ds: pydicom.Dataset) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,62 @@ from medplug.ingest.errors import (
     NoImageSeriesError,
     NotAnImageError,
     NotDicomError,
+    TruncatedDicomError,
     UnreadableDicomError,
 )
+from medplug.ingest.guard import quiet_warnings
 from medplug.ingest.nifti import is_nifti, load_nifti
 from medplug.ingest.scan import ScanResult, scan_folder
-from medplug.ingest.selection import select_series
+from medplug.ingest.selection import SeriesSelection, select_series
 from medplug.ingest.series import load_series
+
+# Series tried before giving up when the best-ranked ones fail to load.
+MAX_LOAD_ATTEMPTS = 8
+
+
+@dataclass
+class LoadAttempt:
+    """One selected series that was tried, and the error if it did not load."""
+
+    selection: SeriesSelection
+    error: DicomError | None = None
+
+
+def load_selected(
+    scan: ScanResult, rules: Any = None, *, allow_tilt: bool = False
+) -> tuple[ImageVolume | None, list[LoadAttempt]]:
+    """Load the best-ranked series that loads; every attempt is returned with its error.
+
+    One function for ``load_image``, ``medplug predict`` and ``medplug inspect``,
+    so what inspect says would load is what predict loads. A failed series is
+    reported (category and message) and the next-ranked one is tried.
+    """
+    attempts: list[LoadAttempt] = []
+    selections = select_series(scan, rules)
+    for chosen in selections[:MAX_LOAD_ATTEMPTS]:
+        try:
+            volume = load_series(chosen.series, allow_tilt=allow_tilt)
+        except DicomError as exc:
+            attempts.append(LoadAttempt(chosen, exc))
+            continue
+        attempts.append(LoadAttempt(chosen))
+        volume.meta["selection"] = {
+            "rule": chosen.rule,
+            "reasons": chosen.reasons,
+            "candidates": len(selections),
+            "failed": [
+                {"series": a.selection.series.short_uid, "category": a.error.category}
+                for a in attempts
+                if a.error is not None
+            ],
+        }
+        for failed in attempts[:-1]:
+            volume.meta["warnings"].append(
+                f"series {failed.selection.series.number} ({failed.selection.series.short_uid}) "
+                f"ranked higher but failed to load: {failed.error.category}"  # type: ignore[union-attr]
+            )
+        return volume, attempts
+    return None, attempts
 
 
 def load_image(
@@ -31,28 +82,43 @@ def load_image(
 ) -> ImageVolume:
     """A NIfTI file, a DICOM file, or the best series of a DICOM folder, as one volume.
 
-    For a folder the series is picked by ``select_series(scan, rules)``; the
-    volume's ``meta["selection"]`` records which rule chose it and why.
+    For a folder the series is picked by ``select_series(scan, rules)``; when
+    it fails to load the next-ranked one is tried (``load_selected``). The
+    volume's ``meta["selection"]`` records which rule chose it, why, and which
+    higher-ranked series failed.
     """
     path = Path(path)
     if not path.exists():
         raise DicomError(path, "not_found", "no such file or folder")
     if path.is_file() and is_nifti(path):
         return load_nifti(path)
-    scan = scan if scan is not None else scan_folder(path)
-    if path.is_file() and scan.skipped:
-        raise _skip_as_error(scan)
-    selections = select_series(scan, rules)
-    if not selections:
+    with quiet_warnings(path):
+        scan = scan if scan is not None else scan_folder(path)
+        if path.is_file() and scan.skipped:
+            raise _skip_as_error(scan)
+        volume, attempts = load_selected(scan, rules, allow_tilt=allow_tilt)
+    if volume is not None:
+        return volume
+    if not attempts:
         raise NoImageSeriesError(path, _nothing_loadable(scan))
-    chosen = selections[0]
-    volume = load_series(chosen.series, allow_tilt=allow_tilt)
-    volume.meta["selection"] = {
-        "rule": chosen.rule,
-        "reasons": chosen.reasons,
-        "candidates": len(selections),
-    }
-    return volume
+    raise _all_failed(attempts)
+
+
+def _all_failed(attempts: list[LoadAttempt]) -> DicomError:
+    """The best-ranked series' error, saying which others failed too."""
+    first = attempts[0].error
+    assert first is not None
+    if len(attempts) == 1:
+        return first
+    others = ", ".join(sorted({a.error.category for a in attempts[1:] if a.error}))
+    error = type(first).__new__(type(first))
+    DicomError.__init__(
+        error,
+        first.path,
+        first.category,
+        f"{first.detail} (the {len(attempts) - 1} next-ranked series failed too: {others})",
+    )
+    return error
 
 
 def _skip_as_error(scan: ScanResult) -> DicomError:
@@ -61,6 +127,8 @@ def _skip_as_error(scan: ScanResult) -> DicomError:
         return NotDicomError(skipped.path, skipped.reason)
     if skipped.category == "unreadable":
         return UnreadableDicomError(skipped.path, skipped.reason)
+    if skipped.category == "truncated":
+        return TruncatedDicomError(skipped.path, skipped.reason)
     return NotAnImageError(skipped.path, f"{skipped.category}: {skipped.reason}")
 
 

@@ -28,13 +28,25 @@ def load_nifti(path: str | Path) -> ImageVolume:
     path = Path(path)
     try:
         image = nib.load(str(path))
+        _check_nifti_size(path, image)
         array = np.asarray(image.get_fdata(dtype=np.float32))
+        affine = np.asarray(image.affine, dtype=np.float64)
     except FileNotFoundError:
         raise DicomError(path, "not_found", "no such file") from None
-    except Exception as exc:  # nibabel raises ImageFileError, EOFError, zlib errors ...
+    except DicomError:
+        raise
+    except (KeyboardInterrupt, SystemExit, GeneratorExit, MemoryError):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - nibabel raises ImageFileError, EOFError, zlib ...
         raise DicomError(
             path, "unreadable", f"not a readable NIfTI file ({type(exc).__name__})"
         ) from None
+    if (
+        affine.shape != (4, 4)
+        or not np.all(np.isfinite(affine))
+        or not np.linalg.det(affine[:3, :3])
+    ):
+        raise DicomError(path, "bad_geometry", "NIfTI affine is not finite or is degenerate")
     header = image.header
     meta = {
         "format": "nifti",
@@ -47,11 +59,21 @@ def load_nifti(path: str | Path) -> ImageVolume:
         meta["warnings"].append(f"{array.ndim}D NIfTI: dimensions after the third are kept as is")
     return ImageVolume(
         array=array,
-        affine=np.asarray(image.affine, dtype=np.float64),
+        affine=affine,
         modality=None,
         source=str(path),
         meta=meta,
     )
+
+
+def _check_nifti_size(path: Path, image: nib.Nifti1Image) -> None:
+    """The declared shape fits the size limit before nibabel allocates it."""
+    from medplug.ingest.checks import MAX_VOLUME_BYTES
+
+    shape = tuple(int(n) for n in image.shape)
+    needed = int(np.prod(shape, dtype=np.float64)) * 4
+    if any(n <= 0 for n in shape) or needed > MAX_VOLUME_BYTES:
+        raise DicomError(path, "too_large", f"NIfTI shape {shape} is empty or over the size limit")
 
 
 def _description(header: nib.Nifti1Header) -> str:

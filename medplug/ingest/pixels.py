@@ -8,20 +8,23 @@ pydicom's decoders; a missing decoder is reported by transfer syntax name.
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
 import pydicom
+from pydicom import config
 from pydicom.uid import UID
 
 from medplug.ingest.errors import (
+    DicomError,
     NotAnImageError,
-    PixelDecodeError,
     UnreadableDicomError,
     UnsupportedPixelFormatError,
     UnsupportedTransferSyntaxError,
 )
-from medplug.ingest.header import InstanceHeader
+from medplug.ingest.guard import guarded, looks_truncated, quiet_warnings, safe_message
+from medplug.ingest.header import DEFER_SIZE, InstanceHeader
 
 GREY = {"MONOCHROME1", "MONOCHROME2"}
 _NATIVE_DTYPES = {
@@ -74,16 +77,70 @@ def _clear_unused_bits(raw: np.ndarray, header: InstanceHeader) -> np.ndarray:
 
 def read_dataset(header: InstanceHeader) -> pydicom.Dataset:
     """The full data set (with pixels) for the decoder path."""
+    notes: list[str] = []
     try:
-        ds = pydicom.dcmread(header.path, force=True)
-    except Exception as exc:  # pydicom raises many types on malformed files
+        with quiet_warnings(header.path, notes):
+            ds = pydicom.dcmread(header.path, force=True, defer_size=DEFER_SIZE)
+    except MemoryError:
         raise UnreadableDicomError(
-            header.path, f"cannot read data set ({type(exc).__name__})"
+            header.path, "an element declares more bytes than exist"
         ) from None
-    if not getattr(ds.file_meta, "TransferSyntaxUID", None):
-        # Files without File Meta: the decoder needs the syntax the reader detected.
-        ds.file_meta.TransferSyntaxUID = transfer_syntax_from_encoding(ds)
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - pydicom raises many types on malformed files
+        category = "truncated" if looks_truncated(exc) or notes else "unreadable"
+        raise DicomError(
+            header.path, category, f"cannot read data set ({safe_message(exc)})"
+        ) from None
+    if any(looks_truncated(note) for note in notes):
+        raise DicomError(header.path, "truncated", "data set ends early: " + notes[0])
+    with guarded(header.path, "unreadable", "reading the transfer syntax"):
+        if not getattr(ds.file_meta, "TransferSyntaxUID", None):
+            # Files without File Meta: the decoder needs the syntax the reader detected.
+            ds.file_meta.TransferSyntaxUID = transfer_syntax_from_encoding(ds)
+        element = ds.get_item(0x7FE00010, keep_deferred=True) if 0x7FE00010 in ds else None
+        # A raw (not yet converted) element knows its declared length; a converted one
+        # holds its value already. Deflated files are larger than their on-disk size.
+        length = getattr(element, "length", None) if element is not None else None
+        encapsulated = element is not None and (
+            length == 0xFFFFFFFF or bool(getattr(element, "is_undefined_length", False))
+        )
+        deflated = str(ds.file_meta.get("TransferSyntaxUID", "")) == "1.2.840.10008.1.2.1.99"
+    if length is not None and not encapsulated and not deflated and length > header.file_size:
+        # Deferred values are read on access: an unchecked lying length allocates up to 4 GiB.
+        raise DicomError(
+            header.path,
+            "truncated",
+            f"Pixel Data declares {length} bytes in a {header.file_size}-byte file",
+        )
+    if encapsulated:
+        with guarded(header.path, "unreadable", "reading Pixel Data"):
+            value = ds.PixelData
+        check_fragments(header.path, value)
     return ds
+
+
+def check_fragments(path: Path, value: bytes) -> None:
+    """Every item of encapsulated Pixel Data is complete.
+
+    pydicom reads a value cut short by the end of the file without a word,
+    and decoders often return an image from a partial stream; the item
+    lengths say what should be there.
+    """
+    pos, end = 0, len(value)
+    while pos + 8 <= end:
+        group, element, length = struct.unpack_from("<HHL", value, pos)
+        if (group, element) == (0xFFFE, 0xE0DD):
+            return
+        if (group, element) != (0xFFFE, 0xE000):
+            return  # not item-structured: left to the decoder to judge
+        if pos + 8 + length > end:
+            raise DicomError(
+                path,
+                "truncated",
+                f"a Pixel Data fragment declares {length} bytes, {end - pos - 8} are present",
+            )
+        pos += 8 + length
 
 
 def transfer_syntax_from_encoding(ds: pydicom.Dataset) -> str:
@@ -98,7 +155,11 @@ def check_decoder(path: Path, transfer_syntax: str) -> None:
     """Raise ``UnsupportedTransferSyntaxError`` naming the syntax when no decoder is installed."""
     if not transfer_syntax:
         return
-    uid = UID(transfer_syntax)
+    uid = UID(transfer_syntax, validation_mode=config.IGNORE)
+    if not uid.is_transfer_syntax:
+        raise UnsupportedTransferSyntaxError(
+            path, f"TransferSyntaxUID {str(uid)[:64]} is not a transfer syntax"
+        )
     if not uid.is_compressed:
         return
     from pydicom.pixels.decoders.base import get_decoder
@@ -123,24 +184,35 @@ def decode_frames(header: InstanceHeader, ds: pydicom.Dataset) -> np.ndarray:
         if header.has_pixel_data:
             raise UnreadableDicomError(path, "Pixel Data element is truncated or unreadable")
         raise NotAnImageError(path, "no Pixel Data element")
-    check_decoder(path, str(ds.file_meta.get("TransferSyntaxUID", "")) or header.transfer_syntax)
+    with guarded(path, "unsupported_transfer_syntax", "reading the transfer syntax"):
+        syntax = str(ds.file_meta.get("TransferSyntaxUID", "")) or header.transfer_syntax
+    check_decoder(path, syntax)
+    notes: list[str] = []
     try:
-        array = ds.pixel_array
-    except Exception as exc:  # corrupt streams surface as RuntimeError, ValueError, struct.error
-        raise PixelDecodeError(path, _decoder_message(exc)) from None
-    if "ModalityLUTSequence" in ds and int(ds.get("SamplesPerPixel", 1) or 1) == 1:
-        # A lookup table instead of slope/intercept: apply it here, rescale becomes identity.
-        from pydicom.pixels import apply_modality_lut
+        with quiet_warnings(path, notes):
+            array = ds.pixel_array
+    except (KeyboardInterrupt, SystemExit, GeneratorExit, MemoryError):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - Rust decoders panic (pyo3 PanicException)
+        category = "truncated" if _says_truncated(exc) else "decode_failed"
+        raise DicomError(
+            path, category, f"decoding pixel data failed ({safe_message(exc)})"
+        ) from None
+    with guarded(path, "bad_lookup_table", "applying the lookup table"):
+        if "ModalityLUTSequence" in ds and int(ds.get("SamplesPerPixel", 1) or 1) == 1:
+            # A lookup table instead of slope/intercept: apply it here, rescale becomes identity.
+            from pydicom.pixels import apply_modality_lut
 
-        array = apply_modality_lut(array, ds)
-        header.extra["modality_lut"] = True
-    colour = int(ds.get("SamplesPerPixel", 1) or 1) > 1
-    if str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR":
-        from pydicom.pixels import apply_color_lut
+            array = apply_modality_lut(array, ds)
+            header.extra["modality_lut"] = True
+        colour = int(ds.get("SamplesPerPixel", 1) or 1) > 1
+        if str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR":
+            from pydicom.pixels import apply_color_lut
 
-        array = apply_color_lut(array, ds)
-        colour = True
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
+            array = apply_color_lut(array, ds)
+            colour = True
+    with guarded(path, "bad_pixel_description", "reading NumberOfFrames"):
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames == 1 and array.ndim == (3 if colour else 2):
         array = array[np.newaxis]
     expected_ndim = 4 if colour else 3
@@ -151,12 +223,10 @@ def decode_frames(header: InstanceHeader, ds: pydicom.Dataset) -> np.ndarray:
     return array
 
 
-def _decoder_message(exc: Exception) -> str:
-    """First decoder's complaint, short (pydicom lists every plugin's error)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    if len(lines) > 1 and lines[0].startswith("Unable to decode"):
-        return lines[1][:300]
-    return (lines[0] if lines else type(exc).__name__)[:300]
+def _says_truncated(exc: BaseException) -> bool:
+    """pydicom's wording when the Pixel Data element is shorter than the header promises."""
+    text = str(exc).lower()
+    return looks_truncated(exc) or "shorter than" in text or "less than expected" in text
 
 
 def to_float(

@@ -18,9 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from pydicom import config
 from pydicom.uid import UID
 
 from medplug.ingest.errors import SKIP_CATEGORIES, DicomError
+from medplug.ingest.guard import PASS_THROUGH, quiet_warnings, safe_message
 from medplug.ingest.header import InstanceHeader, read_header
 from medplug.ingest.sop_classes import skip_reason, sop_class_name
 
@@ -37,6 +39,7 @@ class SkippedFile:
     path: Path
     category: str
     reason: str
+    series_uid: str = ""  # of a truncated file, when read before the cut
 
     @property
     def description(self) -> str:
@@ -50,6 +53,10 @@ class SeriesInfo:
     series_uid: str
     study_uid: str
     instances: list[InstanceHeader] = field(default_factory=list)
+    # Further files with the SOP Instance UID of a file in ``instances`` (copies).
+    duplicates: list[InstanceHeader] = field(default_factory=list)
+    # Files of this series (by the Series UID read before the cut) that are truncated.
+    truncated: list[Path] = field(default_factory=list)
 
     @property
     def first(self) -> InstanceHeader:
@@ -73,7 +80,7 @@ class SeriesInfo:
 
     @property
     def n_files(self) -> int:
-        return len(self.instances)
+        return len(self.instances) + len(self.duplicates)
 
     @property
     def n_slices(self) -> int:
@@ -82,7 +89,7 @@ class SeriesInfo:
 
     @property
     def size_bytes(self) -> int:
-        return sum(instance.file_size for instance in self.instances)
+        return sum(instance.file_size for instance in (*self.instances, *self.duplicates))
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -95,7 +102,10 @@ class SeriesInfo:
 
     @property
     def transfer_syntax_names(self) -> list[str]:
-        return [UID(uid).name if uid else "unknown" for uid in self.transfer_syntaxes]
+        return [
+            UID(uid, validation_mode=config.IGNORE).name if uid else "unknown"
+            for uid in self.transfer_syntaxes
+        ]
 
     @property
     def sop_class_name(self) -> str:
@@ -121,6 +131,9 @@ class SeriesInfo:
         positions = [i.image_position for i in self.instances if i.image_position]
         if orientation is None or len(orientation) != 6 or len(positions) < 2:
             return self.first.spacing_between_slices or self.first.slice_thickness
+        positions = [p for p in positions if len(p) == 3 and np.all(np.isfinite(p))]
+        if len(positions) < 2 or not np.all(np.isfinite(orientation)):
+            return None
         normal = np.cross(orientation[:3], orientation[3:])
         distances = np.sort(np.asarray(positions, float) @ normal)
         steps = np.diff(distances)
@@ -180,7 +193,7 @@ def short_uid(uid: str, length: int = 8) -> str:
 
 
 def orientation_label(orientation: tuple[float, ...] | None) -> str:
-    if orientation is None or len(orientation) != 6:
+    if orientation is None or len(orientation) != 6 or not np.all(np.isfinite(orientation)):
         return "unknown"
     normal = np.abs(np.cross(orientation[:3], orientation[3:]))
     axis = int(np.argmax(normal))
@@ -214,10 +227,15 @@ _Outcome = InstanceHeader | SkippedFile
 
 def _read_one(path: Path) -> _Outcome:
     try:
-        header = read_header(path)
+        with quiet_warnings(path):
+            header = read_header(path)
+            reason = skip_reason(header)
     except DicomError as exc:
-        return SkippedFile(path, exc.category, exc.detail)
-    reason = skip_reason(header)
+        return SkippedFile(path, exc.category, exc.detail, getattr(exc, "series_uid", ""))
+    except PASS_THROUGH:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - one hostile file must not end a scan
+        return SkippedFile(path, "unreadable", f"malformed header ({safe_message(exc)})")
     if reason is not None:
         return SkippedFile(path, reason[0], reason[1])
     return header
@@ -287,6 +305,13 @@ def group_headers(root: Path, outcomes: Iterable[_Outcome]) -> ScanResult:
         if key not in by_series:
             by_series[key] = SeriesInfo(series_uid=series_uid, study_uid=outcome.study_uid)
         by_series[key].instances.append(outcome)
+    cut_files: dict[str, list[Path]] = {}
+    for skipped in result.skipped:
+        if skipped.category == "truncated" and skipped.series_uid:
+            cut_files.setdefault(skipped.series_uid, []).append(skipped.path)
+    for series in by_series.values():
+        _set_aside_duplicates(series)
+        series.truncated = cut_files.get(series.series_uid, [])
     studies: dict[str, StudyInfo] = {}
     for (study_uid, _), series in by_series.items():
         if study_uid not in studies:
@@ -298,6 +323,28 @@ def group_headers(root: Path, outcomes: Iterable[_Outcome]) -> ScanResult:
         )
     result.studies = sorted(studies.values(), key=lambda study: study.study_uid)
     return result
+
+
+def _set_aside_duplicates(series: SeriesInfo) -> None:
+    """Keep one file per SOP Instance UID; the others go to ``series.duplicates``.
+
+    The same instance stored twice (a re-send, a copy in another transfer
+    syntax) is one image to DICOM, as it is to a PACS. The copy kept is the
+    cheapest to read: native little endian first, then the first path.
+    ``load_series`` refuses the series when copies disagree in size or geometry.
+    """
+    by_uid: dict[str, list[InstanceHeader]] = {}
+    for instance in series.instances:
+        if instance.sop_instance_uid:
+            by_uid.setdefault(instance.sop_instance_uid, []).append(instance)
+    if all(len(copies) == 1 for copies in by_uid.values()):
+        return
+    keep: set[int] = set()
+    for copies in by_uid.values():
+        best = min(copies, key=lambda h: (not h.is_native_little_endian, str(h.path)))
+        keep.add(id(best))
+        series.duplicates.extend(c for c in copies if c is not best)
+    series.instances = [i for i in series.instances if not i.sop_instance_uid or id(i) in keep]
 
 
 def scan_folder(

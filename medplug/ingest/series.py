@@ -3,7 +3,8 @@
 Three shapes of series, three paths:
 - a stack of single-frame files (CT, MR, PET): geometry from the headers the
   scan already read, then each slice is read straight into a preallocated
-  float32 array (native files with ``np.fromfile``, in a few threads);
+  float array (float32; float64 for integers over 24 bits) (native files with
+  ``np.fromfile``, in a few threads);
 - multi-frame objects (enhanced CT/MR, legacy multi-frame, cine): decoded by
   pydicom, frame positions from the per-frame functional groups;
 - a single 2D image (CR, DX, secondary capture): a 2D volume.
@@ -17,11 +18,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydicom import config
 from pydicom.uid import UID
 
 from medplug.contract import ImageVolume
-from medplug.ingest.errors import UnsupportedPixelFormatError, geometry_error
+from medplug.ingest.checks import (
+    check_instance,
+    check_orientation,
+    check_position,
+    check_rescale,
+    check_series_size,
+    check_spacing,
+    output_dtype,
+    positive_or_none,
+)
+from medplug.ingest.errors import UnsupportedPixelFormatError, geometry_error, ingest_error
 from medplug.ingest.geometry import LPS_TO_RAS, in_plane_affine, stack_geometry
+from medplug.ingest.guard import guarded, quiet_warnings
 from medplug.ingest.header import InstanceHeader
 from medplug.ingest.pixels import (
     can_read_fast,
@@ -33,7 +46,6 @@ from medplug.ingest.pixels import (
 )
 from medplug.ingest.scan import SeriesInfo
 
-OUTPUT_DTYPE = np.float32
 # Below this many slices a thread pool costs more than it saves.
 _THREADS_MIN_SLICES = 16
 
@@ -43,15 +55,67 @@ def load_series(
 ) -> ImageVolume:
     """Load a scanned series as a float32 volume in rescaled units (HU for CT).
 
-    Raises a ``DicomError`` (``SeriesGeometryError`` for geometry) with a stable
-    ``category`` when the files do not form one regular image.
+    float64 instead when stored integers exceed what float32 holds exactly
+    (BitsStored > 24). Raises a ``DicomError`` (``SeriesGeometryError`` for
+    geometry) with a stable ``category`` when the files do not form one
+    regular image, and for any failure of a parser or decoder underneath:
+    nothing else escapes. Every header is checked before pixels are read.
     """
     instances = series.instances
-    if any(i.frames > 1 or i.extra.get("functional_groups") for i in instances):
-        return _load_multiframe(series, allow_tilt)
-    if len(instances) == 1:
-        return _load_single_image(series, instances[0])
-    return _load_stack(series, allow_tilt, workers)
+    where = instances[0].path if len(instances) == 1 else instances[0].path.parent
+    with quiet_warnings(where), guarded(where, "unreadable", "loading the series"):
+        if series.truncated:
+            raise ingest_error(
+                series.truncated[0],
+                "truncated",
+                f"this file of the series is cut short ({len(series.truncated)} such file(s)); "
+                "the series is incomplete",
+            )
+        duplicates = _check_duplicates(series)
+        for instance in instances:
+            check_instance(instance)
+        check_series_size(instances)
+        if any(i.frames > 1 or i.extra.get("functional_groups") for i in instances):
+            volume = _load_multiframe(series, allow_tilt)
+        elif len(instances) == 1:
+            volume = _load_single_image(series, instances[0])
+        else:
+            volume = _load_stack(series, allow_tilt, workers)
+        if duplicates:
+            volume.meta["warnings"].append(duplicates)
+        return volume
+
+
+_DUPLICATE_FIELDS = (
+    "rows",
+    "columns",
+    "frames",
+    "samples_per_pixel",
+    "image_position",
+    "image_orientation",
+    "pixel_spacing",
+)
+
+
+def _check_duplicates(series: SeriesInfo) -> str | None:
+    """Refuse copies of one SOP Instance UID that disagree; else a warning line."""
+    if not series.duplicates:
+        return None
+    kept = {i.sop_instance_uid: i for i in series.instances if i.sop_instance_uid}
+    for copy in series.duplicates:
+        original = kept[copy.sop_instance_uid]
+        differs = [f for f in _DUPLICATE_FIELDS if getattr(copy, f) != getattr(original, f)]
+        if differs:
+            raise ingest_error(
+                copy.path,
+                "duplicate_instances",
+                f"has the SOP Instance UID of {original.path.name} but a different "
+                f"{', '.join(differs)}; remove one of the two",
+            )
+    return (
+        f"{len(series.duplicates)} duplicate file(s) (same SOP Instance UID as another "
+        "file) ignored, e.g. " + series.duplicates[0].path.name
+    )
 
 
 # --------------------------------------------------------------------------- stacks
@@ -88,7 +152,7 @@ def _load_stack(series: SeriesInfo, allow_tilt: bool, workers: int | None) -> Im
     warnings.extend(geometry.warnings)
     ordered = [instances[index] for index in geometry.order]
     first = ordered[0]
-    buffer = np.empty((len(ordered), first.rows, first.columns), dtype=OUTPUT_DTYPE)
+    buffer = np.empty((len(ordered), first.rows, first.columns), dtype=output_dtype(ordered))
 
     def fill(k: int) -> None:
         instance = ordered[k]
@@ -143,7 +207,7 @@ def _load_single_image(series: SeriesInfo, instance: InstanceHeader) -> ImageVol
     else:
         stored = decode_frames(instance, read_dataset(instance))[0]
     warnings: list[str] = []
-    image = np.empty(stored.shape, dtype=OUTPUT_DTYPE)
+    image = np.empty(stored.shape, dtype=output_dtype([instance]))
     to_float(
         stored,
         image,
@@ -158,7 +222,7 @@ def _load_single_image(series: SeriesInfo, instance: InstanceHeader) -> ImageVol
     elif not instance.pixel_spacing:
         warnings.append("spacing from ImagerPixelSpacing (at the detector, not the patient)")
     affine = in_plane_affine(instance.image_orientation, spacing, instance.image_position)
-    affine[:3, 2] *= instance.slice_thickness or 1.0
+    affine[:3, 2] *= positive_or_none(instance.slice_thickness) or 1.0
     array = image.transpose(1, 0, 2) if image.ndim == 3 else image.T
     meta = _series_meta(series, [instance], warnings)
     if image.ndim == 3:
@@ -182,7 +246,9 @@ def _load_multiframe(series: SeriesInfo, allow_tilt: bool) -> ImageVolume:
         ds = read_dataset(instance)
         decoded = decode_frames(instance, ds)
         for index in range(decoded.shape[0]):
-            frame_geometry = _frame_geometry(ds, index, instance)
+            with guarded(instance.path, "bad_geometry", f"reading frame {index + 1} geometry"):
+                frame_geometry = _frame_geometry(ds, index, instance)
+            _check_frame(instance.path, frame_geometry)
             frames.append(decoded[index])
             positions.append(frame_geometry["position"])
             orientations.append(frame_geometry["orientation"])
@@ -195,7 +261,7 @@ def _load_multiframe(series: SeriesInfo, allow_tilt: bool) -> ImageVolume:
     have_geometry = all(p is not None for p in positions) and all(
         o is not None for o in orientations
     )
-    step = first.spacing_between_slices or first.slice_thickness
+    step = positive_or_none(first.spacing_between_slices) or positive_or_none(first.slice_thickness)
     if len(frames) == 1:
         have_geometry = False
     if have_geometry:
@@ -220,7 +286,7 @@ def _load_multiframe(series: SeriesInfo, allow_tilt: bool) -> ImageVolume:
                 "frames carry no per-frame position: stacked in stored order"
                 + (f" with {step} mm spacing" if step else " with 1 mm spacing")
             )
-    buffer = np.empty((len(frames), *frames[0].shape), dtype=OUTPUT_DTYPE)
+    buffer = np.empty((len(frames), *frames[0].shape), dtype=output_dtype(series.instances))
     monochrome1 = first.photometric == "MONOCHROME1"
     for k, index in enumerate(order):
         slope, intercept = rescales[index]
@@ -279,7 +345,7 @@ def _frame_geometry(ds: Any, index: int, instance: InstanceHeader) -> dict[str, 
             and (transform.get("RescaleSlope") not in (None, ""))
         ):
             found["rescale"] = (
-                float(transform.RescaleSlope) or 1.0,
+                float(transform.RescaleSlope),
                 float(transform.get("RescaleIntercept") or 0.0),
             )
     if not per_frame:
@@ -303,6 +369,17 @@ def _frame_geometry(ds: Any, index: int, instance: InstanceHeader) -> dict[str, 
     return found
 
 
+def _check_frame(path: Path, found: dict[str, Any]) -> None:
+    """Per-frame values pass the same checks as a header's."""
+    if found["position"] is not None:
+        check_position(path, found["position"])
+    if found["orientation"] is not None:
+        check_orientation(path, found["orientation"])
+    if found["spacing"] is not None:
+        check_spacing(path, found["spacing"])
+    check_rescale(path, *found["rescale"])
+
+
 def _item(ds: Any, keyword: str) -> Any:
     sequence = ds.get(keyword)
     return sequence[0] if sequence else None
@@ -316,12 +393,16 @@ def _series_meta(
 ) -> dict[str, Any]:
     """Facts a viewer or plugin needs; no patient-identifying fields."""
     first = instances[0]
+    if any(i.extra.get("zero_spacing") for i in instances):
+        warnings = [*warnings, "PixelSpacing 0\\0 (vendor's 'unknown') ignored"]
     slopes = {_slope(i) for i in instances}
     intercepts = {_intercept(i) for i in instances}
     return {
         "series_description": series.description,
         "series_number": series.number,
-        "sop_class": UID(first.sop_class_uid).name if first.sop_class_uid else "",
+        "sop_class": UID(first.sop_class_uid, validation_mode=config.IGNORE).name
+        if first.sop_class_uid
+        else "",
         "image_type": list(series.image_type),
         "photometric": first.photometric,
         "transfer_syntaxes": series.transfer_syntax_names,

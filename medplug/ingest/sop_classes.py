@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydicom import config
 from pydicom.uid import UID
 
 from medplug.ingest.header import DICOMDIR_SOP_CLASS, InstanceHeader
@@ -47,7 +48,7 @@ def sop_class_name(uid: str) -> str:
     """Human name of a SOP Class UID, or the UID itself when pydicom does not know it."""
     if not uid:
         return "unknown SOP class"
-    name = UID(uid).name
+    name = UID(uid, validation_mode=config.IGNORE).name
     return name if name and name != uid else uid
 
 
