@@ -78,5 +78,6 @@ def test_batch_with_the_image_plugin_matches_its_own_predict(
 
     if tool("dciodvfy"):
         for record in records[:3]:
-            for path in record["provenance"]["files"].values():
-                assert dciodvfy_errors(out / path) == [], path
+            for name, path in record["provenance"]["files"].items():
+                if name != "fhir":  # JSON, validated in test_fhir / test_batch
+                    assert dciodvfy_errors(out / path) == [], path
