@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import typer
 
 from medplug.cli.output import console, error_console
-from medplug.serve.settings import LOOPBACK, ServeConfigError, ServeSettings, read_token
 
 
 def serve(
@@ -34,9 +32,12 @@ def serve(
     ),
 ) -> None:
     """Serve the REST API (OpenAPI at /docs) and the web page at /."""
+    # fastapi, uvicorn and the app are imported only when serving: every other
+    # command starts without them.
     import uvicorn
 
     from medplug.serve import create_app
+    from medplug.serve.settings import LOOPBACK, ServeConfigError, ServeSettings, read_token
 
     try:
         token = None if insecure_local else read_token(token_file)
@@ -57,7 +58,6 @@ def serve(
     if insecure_local and host != LOOPBACK:
         console.print(f"--insecure-local: binding {LOOPBACK} only, not {host}")
         host = LOOPBACK
-    _share_cores(workers)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     console.print(f"medplug serve on http://{host}:{port}/ (API docs at /docs)")
     uvicorn.run(
@@ -68,15 +68,6 @@ def serve(
         timeout_keep_alive=5,
         log_level="info",
     )
-
-
-def _share_cores(workers: int) -> None:
-    """Give each worker thread its share of the cores, so N parallel torch models do
-    not each start one thread per core and fight over them."""
-    if workers > 1:
-        import torch
-
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 def register(app: typer.Typer) -> None:

@@ -78,6 +78,9 @@ PREDICT_FORM_SCHEMA = {
 
 def create_app(settings: ServeSettings) -> FastAPI:
     """Build the application; nothing is loaded until the first request needs it."""
+    from medplug.threads import apply_thread_policy
+
+    apply_thread_policy(parallel=settings.workers)  # each worker thread gets its share
     service = PredictionService(settings)
     admission = Admission(settings.max_pending)
 

@@ -30,7 +30,8 @@ from medplug.contract import (
 from medplug.errors import DataError, InputError, MedplugError, ModelFileError
 from medplug.evaluation import binary_metrics, write_report
 from medplug.model_folder import WEIGHTS_NAME, load_model_folder
-from medplug_image import PLUGIN_NAME, PLUGIN_VERSION
+from medplug.registry import DECLARATION_NAME, read_declaration
+from medplug_image import PLUGIN_NAME
 from medplug_image.calibrate import Calibration
 from medplug_image.config import ImageModelConfig
 from medplug_image.datasets import LabelledImages, is_npz, read_manifest, read_npz
@@ -75,26 +76,9 @@ class ImageClassifierPlugin(Plugin):
 
     @classmethod
     def describe(cls) -> PluginInfo:
-        return PluginInfo(
-            name=PLUGIN_NAME,
-            version=PLUGIN_VERSION,
-            task="classification",
-            inputs={
-                "image": InputSpec(
-                    kind="image",
-                    description="a 2D or 3D scan (DICOM series or NIfTI); "
-                    "the loaded model fixes dimensionality, size and intensity window",
-                )
-            },
-            outputs={
-                "probabilities": "temperature-calibrated class probabilities",
-                "label": "label at the operating point chosen on validation data",
-                "embedding": "penultimate-layer features",
-                "heatmap": "Grad-CAM in the input image's geometry",
-            },
-            description="MONAI CNN image classifier (any monai.networks.nets class), "
-            "calibrated, with Grad-CAM explanations.",
-        )
+        # The static declaration next to this module: `medplug plugins` reads the same
+        # file without importing torch or MONAI.
+        return read_declaration(Path(__file__).with_name(DECLARATION_NAME))
 
     @classmethod
     def info_for(
