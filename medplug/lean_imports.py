@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
-HELD_BACK = ("transformers", "matplotlib")
+HELD_BACK = ("transformers", "matplotlib", "pandas", "sklearn")
 
 
 class _HoldBackLoader(importlib.abc.Loader):

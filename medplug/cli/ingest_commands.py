@@ -25,7 +25,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from medplug.cli.output import console, error_console, medplug_errors_exit
+from medplug.cli.output import console, error_console, medplug_errors_exit, print_table
 
 DEFAULT_PLUGIN_ORDER = ("fusion", "image-classifier")
 
@@ -137,7 +137,7 @@ def _print_series_table(scan: Any, decisions: list[Any]) -> None:
                 ", ".join(series.transfer_syntax_names),
                 pick,
             )
-    console.print(table)
+    print_table(table)
 
 
 def _print_skipped(scan: Any) -> None:
@@ -158,7 +158,7 @@ def _print_skipped(scan: Any) -> None:
             "; ".join(reasons[:2]) + (" ..." if len(reasons) > 2 else ""),
             examples + (" ..." if len(items) > 3 else ""),
         )
-    console.print(table)
+    print_table(table)
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -247,7 +247,7 @@ def _inspect_nifti(path: Path, as_json: bool) -> None:
     table.add_column("value")
     for key, value in facts.items():
         table.add_row(key, str(value))
-    console.print(table)
+    print_table(table)
 
 
 # --------------------------------------------------------------------------- predict
@@ -281,10 +281,12 @@ def predict(
 ) -> None:
     """Ingest PATH (plus optional report and clinical fields) and run one plugin on it."""
     from medplug.ingest.loading import load_case
-    from medplug.registry import load_plugin
+    from medplug.registry import check_plugin_name, load_plugin
 
     with medplug_errors_exit():
         name = plugin or default_plugin()
+        check_plugin_name(name)  # a typo is refused before any reading or importing
+        _check_clinical_option(clinical)
         with _progress(True) as progress:
             task = progress.add_task(f"reading {path.name}", total=None)
             started = time.perf_counter()
@@ -300,6 +302,23 @@ def predict(
         console.print_json(json.dumps(payload))
         return
     _print_prediction(prediction, case, ingest_s)
+
+
+def _check_clinical_option(clinical: str | None) -> None:
+    """``--clinical`` must be a JSON object or a file: say so for ``[1,2,3]`` or ``42``."""
+    from medplug.errors import InputError
+
+    if clinical is None or clinical.lstrip().startswith("{") or Path(clinical).is_file():
+        return
+    try:
+        parsed = json.loads(clinical)
+    except ValueError:
+        raise InputError(
+            f"--clinical {clinical!r} is neither a JSON object nor a readable JSON file"
+        ) from None
+    kinds = {list: "an array", str: "a string", bool: "true/false", type(None): "null"}
+    got = kinds.get(type(parsed), "a number")
+    raise InputError(f"--clinical must be a JSON object of name -> value, not {got}: {clinical}")
 
 
 def _print_prediction(prediction: Any, case: Any, ingest_s: float) -> None:
@@ -328,7 +347,7 @@ def _print_prediction(prediction: Any, case: Any, ingest_s: float) -> None:
         warnings.extend(case.image.meta.get("warnings", []))
     table.add_row("warnings", "\n".join(warnings) or "-")
     table.add_row("timing", f"ingest {ingest_s:.2f} s, predict {prediction.elapsed_s:.2f} s")
-    console.print(table)
+    print_table(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -28,7 +28,6 @@ from medplug.contract import (
     Prediction,
 )
 from medplug.errors import DataError, InputError, MedplugError, ModelFileError
-from medplug.evaluation import binary_metrics, write_report
 from medplug.model_folder import WEIGHTS_NAME, load_model_folder
 from medplug.registry import DECLARATION_NAME, read_declaration
 from medplug_image import PLUGIN_NAME
@@ -38,7 +37,6 @@ from medplug_image.datasets import LabelledImages, is_npz, read_manifest, read_n
 from medplug_image.gradcam import EnsembleExplainer
 from medplug_image.networks import EmbeddingHook, build_network
 from medplug_image.preprocessing import build_preprocess, invert_to_input, preprocess_volume
-from medplug_image.training import predict_logits
 
 
 @dataclass
@@ -164,6 +162,10 @@ class ImageClassifierPlugin(Plugin):
 
     def evaluate(self, data: Path, out_dir: Path) -> dict[str, Any]:
         """Figures on labelled data (.npz test split, or a manifest's test rows or all rows)."""
+        # scikit-learn and the training code: only for evaluation, not for predict.
+        from medplug.evaluation import binary_metrics, write_report
+        from medplug_image.training import predict_logits
+
         if self.config.num_classes != 2:
             raise DataError("evaluation figures are defined for binary models only")
         labelled = self.load_labelled(Path(data))
