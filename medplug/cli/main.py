@@ -16,7 +16,7 @@ import typer
 
 from medplug.cli.output import error_console
 from medplug.registry import TRAINER_GROUP
-from medplug.threads import THREADS_ENV
+from medplug.threads import THREADS_ENV, apply_thread_policy
 
 app = typer.Typer(
     help="Run medical AI plugins on DICOM, NIfTI, reports and clinical fields.",
@@ -42,6 +42,9 @@ def main(
         # Read by medplug.threads wherever a command applies the policy (and by
         # worker processes, which inherit the environment).
         os.environ[THREADS_ENV] = str(threads)
+    # One policy for every command, set before torch is imported (batch and serve
+    # refine it for their workers); see medplug/threads.py.
+    apply_thread_policy()
 
 
 COMMAND_MODULES = (
