@@ -22,6 +22,7 @@ import os
 import resource
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,17 @@ def import_seconds(importtime_stderr: str) -> float:
     return total / 1e6
 
 
+def _reader_series() -> Path:
+    """The ingest benchmark's 512x512x200 series, written once under benchmarks/work."""
+    folder = HERE / "work/startup/series"
+    if not folder.is_dir():
+        sys.path.insert(0, str(HERE))
+        from ingest_data import SERIES_SHAPE, _write_series
+
+        _write_series(folder, SERIES_SHAPE, "series", seed=1)
+    return folder
+
+
 def sample_case(cohort: Path) -> Path:
     """The first case folder, with its clinical fields written next to it as JSON."""
     import csv
@@ -215,11 +227,128 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for which in ("monai", "medplug"):
             walls = []
             for _ in range(max(1, args.runs // 2)):
-                _, _, text = cold([python, "-c", READER, str(case_dir / "dicom"), which], repo, env)
+                series = args.series or str(_reader_series())
+                _, _, text = cold([python, "-c", READER, series, which], repo, env)
                 walls.append(json.loads(text.strip().splitlines()[0])["s"])
             out["reader"][which] = statistics.median(walls)
     out["load_after"] = os.getloadavg()
     return out
+
+
+def _fmt(value: float | None, unit: str = "s") -> str:
+    if value is None:
+        return "-"
+    return f"{value * 1000:.1f} ms" if unit == "ms" else f"{value:.2f} s"
+
+
+def markdown(results: dict[str, dict[str, Any]]) -> str:
+    """Side-by-side tables, one column per measured checkout (e.g. ``before``, ``after``)."""
+    names = list(results)
+    head = "| measure | " + " | ".join(names) + " |\n|---|" + "---|" * len(names)
+    first = results[names[0]]
+    lines = [
+        "# Start-up and per-case latency",
+        "",
+        "Made by `make bench-startup` (`benchmarks/startup.py`): medians of "
+        f"{first['runs']} cold processes per figure, checkouts measured one after the other "
+        "on the same machine with the same sample case and models. Load average "
+        "(1/5/15 min) at start and end of each: "
+        + "; ".join(
+            f"{n}: {'/'.join(f'{v:.1f}' for v in r['load_before'])} -> "
+            f"{'/'.join(f'{v:.1f}' for v in r['load_after'])}"
+            for n, r in results.items()
+        )
+        + ". The machine is shared: compare columns, not absolute seconds.",
+        "",
+        "## Start-up",
+        "",
+        head,
+    ]
+
+    def row(label: str, getter) -> None:
+        cells = []
+        for name in names:
+            try:
+                cells.append(getter(results[name]))
+            except (KeyError, TypeError):
+                cells.append("-")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+
+    row("`medplug plugins` wall", lambda r: _fmt(r["plugins"]["wall_s"]))
+    row("`medplug plugins` CPU", lambda r: _fmt(r["plugins"]["cpu_s"]))
+    row("`python -c 'import torch'` wall", lambda r: _fmt(r["import_torch"]["wall_s"]))
+    row(
+        "plugins / import torch (wall; target <= 0.3)",
+        lambda r: f"{r['plugins']['wall_s'] / r['import_torch']['wall_s']:.2f}x",
+    )
+    row(
+        "plugins / import torch (CPU)",
+        lambda r: f"{r['plugins']['cpu_s'] / r['import_torch']['cpu_s']:.2f}x",
+    )
+    row("`python -c 'import medplug'` wall", lambda r: _fmt(r["import_medplug"]["wall_s"]))
+    row("`python -c pass` wall", lambda r: _fmt(r["pass"]["wall_s"]))
+    row(
+        "`medplug predict --plugin nope` refused after",
+        lambda r: _fmt(r["unknown_plugin"]["wall_s"]),
+    )
+    lines += [
+        "",
+        "## One-case predict, cold process",
+        "",
+        "Phases as the process saw them: start -> plugin class importable (imports),"
+        " load weights (`load_plugin`, including any imports it triggers), ingest, predict."
+        " *imports* is the process's whole import time from `-X importtime` wherever it"
+        " happened; *import share* = imports / wall (target < 50% for image-only and"
+        " report-only).",
+        "",
+        head,
+    ]
+    for plugin in PLUGINS:
+        for key, label in (
+            ("wall", "wall"),
+            ("cpu", "CPU"),
+            ("imports", "imports (all)"),
+            ("start_to_class", "start -> class"),
+            ("load", "load weights"),
+            ("ingest", "ingest"),
+            ("predict", "predict"),
+            ("cli_wall", "`medplug predict` CLI wall"),
+        ):
+            row(f"{plugin}: {label}", lambda r, k=key, p=plugin: _fmt(r["predict"][p][k]))
+        row(
+            f"{plugin}: import share",
+            lambda r, p=plugin: f"{r['predict'][p]['imports'] / r['predict'][p]['wall']:.0%}",
+        )
+    lines += [
+        "",
+        "## Per-case latency (model warm), torch",
+        "",
+        "`predict_batch` of the sample case repeated, full plugin work (preprocessing,"
+        " calibration, explanations); median ms per case.",
+        "",
+        head,
+    ]
+    for plugin in PLUGINS:
+        for threads in (1, 2):
+            for batch in ("1", "16"):
+                key = f"{plugin} torch {threads}t"
+                row(
+                    f"{plugin}, {threads} thread(s), batch {batch}",
+                    lambda r, k=key, b=batch: f"{r['latency'][k][b]:.1f} ms",
+                )
+    lines += [
+        "",
+        "## MONAI reader",
+        "",
+        "512x512x200 CT series (`benchmarks/ingest_data.py`), warm page cache, median of 5"
+        " loads in one process; target LoadImage <= 1.5x load_image.",
+        "",
+        head,
+    ]
+    row("`LoadImage(reader=MedplugDicomReader())`", lambda r: _fmt(r["reader"]["monai"]))
+    row("`medplug.ingest.load_image`", lambda r: _fmt(r["reader"]["medplug"]))
+    row("ratio", lambda r: f"{r['reader']['monai'] / r['reader']['medplug']:.2f}x")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -232,7 +361,23 @@ def main() -> None:
     parser.add_argument("--default-threads", action="store_true",
                         help="Unset OMP_NUM_THREADS (each side's own thread choice).")  # fmt: skip
     parser.add_argument("--json", help="Write the raw figures here.")
+    parser.add_argument("--series", help="DICOM series folder for the reader section.")
+    parser.add_argument(
+        "--markdown",
+        nargs="+",
+        metavar="NAME=FIGURES.json",
+        help="Only write markdown (to --out) from earlier --json files, side by side.",
+    )
+    parser.add_argument("--out", default=str(HERE / "results/startup.md"))
     args = parser.parse_args()
+    if args.markdown:
+        results = {}
+        for item in args.markdown:
+            name, path = item.split("=", 1)
+            results[name] = json.loads(Path(path).read_text())
+        Path(args.out).write_text(markdown(results))
+        print(f"wrote {args.out}")
+        return
     figures = run(args)
     text = json.dumps(figures, indent=1)
     if args.json:
