@@ -16,6 +16,12 @@ import re
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _ROW = re.compile(r"^\s*(\S+)\s*\|\s*([A-Z_]+)\b")
 HEAD_PREFIXES = ("classifier.", "score.", "pre_classifier.")
+# A masked-LM checkpoint has no pooler; the classifier's pooler is new along with the head.
+POOLER = "pooler."
+
+
+def is_head(key: str) -> bool:
+    return key.startswith(HEAD_PREFIXES) or key.startswith(POOLER) or f".{POOLER}" in key
 
 
 def summarise(message: str) -> tuple[str, bool]:
@@ -29,7 +35,7 @@ def summarise(message: str) -> tuple[str, bool]:
             by_status.setdefault(match.group(2), []).append(match.group(1))
     missing = by_status.pop("MISSING", [])
     unexpected = by_status.pop("UNEXPECTED", [])
-    head_only = all(key.startswith(HEAD_PREFIXES) for key in missing)
+    head_only = all(is_head(key) for key in missing)
     parts = []
     if missing:
         what = "new classification head initialised" if head_only else "weights initialised"
