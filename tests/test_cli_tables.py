@@ -33,7 +33,15 @@ def test_not_a_terminal_prints_plain_whole_rows(monkeypatch: pytest.MonkeyPatch)
     text = render(False, 80, monkeypatch)
     lines = text.splitlines()
     assert lines[0] == "results"
-    assert lines[1].split() == ["case", "truth", "predicted", "P(lesion)", "image", "report", "warnings"]
+    assert lines[1].split() == [
+        "case",
+        "truth",
+        "predicted",
+        "P(lesion)",
+        "image",
+        "report",
+        "warnings",
+    ]
     assert LONG in lines[3] and "lesion ✓" in lines[3] and "a; b" in lines[3]
     assert "…" not in text and "[green]" not in text
 
