@@ -55,7 +55,7 @@ def test_narrow_terminal_prints_records_without_ellipsis(monkeypatch: pytest.Mon
 
 def test_wide_terminal_keeps_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
     text = render(True, 200, monkeypatch)
-    assert LONG in text and "┃" in text or "│" in text
+    assert LONG in text and ("┃" in text or "│" in text)
 
 
 def test_plain_can_be_forced_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
