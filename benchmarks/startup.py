@@ -299,7 +299,9 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
         " load weights (`load_plugin`, including any imports it triggers), ingest, predict."
         " *imports* is the process's whole import time from `-X importtime` wherever it"
         " happened; *import share* = imports / wall (target < 50% for image-only and"
-        " report-only).",
+        " report-only). `import torch` alone (first table) is a floor for every plugin's"
+        " imports, so once the model work is a fraction of a second the share stays"
+        " high even as the absolute import time falls.",
         "",
         head,
     ]
@@ -324,7 +326,10 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
         "## Per-case latency (model warm), torch",
         "",
         "`predict_batch` of the sample case repeated, full plugin work (preprocessing,"
-        " calibration, explanations); median ms per case.",
+        " calibration, explanations); median ms per case. The forward passes are the same"
+        " torch code in both checkouts, so differences between columns here are mostly the"
+        " machine's load at the time; within a column, 1 vs 2 threads shows what the"
+        " thread policy decides between.",
         "",
         head,
     ]

@@ -280,13 +280,14 @@ def predict(
     as_json: bool = typer.Option(False, "--json", help="Print the Prediction as JSON."),
 ) -> None:
     """Ingest PATH (plus optional report and clinical fields) and run one plugin on it."""
-    from medplug.ingest.loading import load_case
     from medplug.registry import check_plugin_name, load_plugin
 
     with medplug_errors_exit():
         name = plugin or default_plugin()
         check_plugin_name(name)  # a typo is refused before any reading or importing
         _check_clinical_option(clinical)
+        from medplug.ingest.loading import load_case  # pydicom, nibabel: only now
+
         with _progress(True) as progress:
             task = progress.add_task(f"reading {path.name}", total=None)
             started = time.perf_counter()
