@@ -15,7 +15,7 @@ DEMO_CASES ?= 48
 MODELS := sample_data/models
 export MEDPLUG_MODELS := $(abspath $(MODELS))
 
-.PHONY: venv system-packages demo test lint fuzz sample-data demo-models bench bench-ingest bench-image bench-text bench-fusion bench-batch bench-serve clean
+.PHONY: venv system-packages demo test lint fuzz sample-data demo-models bench bench-ingest bench-image bench-text bench-fusion bench-batch bench-serve bench-startup clean
 
 venv: $(VENV)/.installed
 
@@ -71,6 +71,14 @@ bench-batch: venv
 
 bench-serve: venv
 	$(PY) benchmarks/serve.py
+
+# Start-up and per-case latency (benchmarks/results/startup.md). BASELINE=/path/to/an/older/checkout
+# (with its own .venv) measures it too, side by side.
+bench-startup: demo-models
+	mkdir -p benchmarks/work
+	$(PY) benchmarks/startup.py --cohort $(SAMPLE) --models $(MODELS) --json benchmarks/work/startup-after.json
+	$(if $(BASELINE),$(PY) benchmarks/startup.py --repo $(BASELINE) --cohort $(SAMPLE) --models $(MODELS) --json benchmarks/work/startup-before.json)
+	$(PY) benchmarks/startup.py --markdown $(if $(BASELINE),before=benchmarks/work/startup-before.json) after=benchmarks/work/startup-after.json
 
 bench: bench-ingest bench-image bench-text bench-fusion bench-batch bench-serve
 

@@ -1,5 +1,6 @@
 """medplug: run medical AI where clinicians already work, through one predict contract."""
 
+from medplug import lean_imports
 from medplug.contract import (
     Case,
     Explanation,
@@ -11,6 +12,8 @@ from medplug.contract import (
 )
 from medplug.errors import MedplugError
 from medplug.registry import discover, load_plugin
+
+lean_imports.install()  # before anything imports MONAI: see medplug/lean_imports.py
 
 __version__ = "0.1.0"
 

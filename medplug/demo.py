@@ -22,7 +22,7 @@ from rich.progress import track
 from rich.table import Table
 from sklearn.metrics import roc_auc_score
 
-from medplug.cli.output import console, error_console, medplug_errors_exit
+from medplug.cli.output import console, error_console, medplug_errors_exit, print_table
 from medplug.contract import Case, ClinicalValue, Prediction
 from medplug.ingest import load_case
 from medplug.registry import load_plugin
@@ -149,7 +149,7 @@ def run(
         cases[1].images = []
         fusion = load_plugin(FUSION, models / FUSION)
         predictions = fusion.predict_batch(cases)
-    console.print(results_table(rows, predictions))
+    print_table(results_table(rows, predictions))
     truth = np.array([row["label_name"] == "lesion" for row in rows])
     predicted = np.array([p.label == "lesion" for p in predictions])
     p_lesion = np.array([p.probabilities.get("lesion", np.nan) for p in predictions])

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import brier_score_loss, roc_auc_score, roc_curve
+
+# scikit-learn is imported inside the functions that use it: predicting never pays for it.
 
 
 def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = 10) -> float:
@@ -31,6 +32,8 @@ def bootstrap_auc_ci(
     labels: np.ndarray, probs: np.ndarray, n_boot: int = 1000, seed: int = 0
 ) -> tuple[float, float]:
     """95% percentile bootstrap interval of the ROC AUC."""
+    from sklearn.metrics import roc_auc_score
+
     rng = np.random.default_rng(seed)
     labels = np.asarray(labels).reshape(-1)
     probs = np.asarray(probs).reshape(-1)
@@ -46,6 +49,8 @@ def bootstrap_auc_ci(
 
 def youden_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
     """Operating point maximising sensitivity + specificity (chosen on validation data)."""
+    from sklearn.metrics import roc_curve
+
     fpr, tpr, thresholds = roc_curve(
         np.asarray(labels).reshape(-1), np.asarray(probs).reshape(-1), drop_intermediate=False
     )
@@ -61,6 +66,8 @@ def binary_metrics(
     labels: np.ndarray, probs: np.ndarray, threshold: float = 0.5, n_boot: int = 1000
 ) -> dict[str, Any]:
     """All figures for a binary task; ``probs`` is P(positive class)."""
+    from sklearn.metrics import brier_score_loss, roc_auc_score
+
     labels = np.asarray(labels).astype(int).reshape(-1)
     probs = np.asarray(probs, dtype=float).reshape(-1)
     predicted = (probs >= threshold).astype(int)
@@ -88,6 +95,7 @@ def write_report(
 ) -> dict[str, Path]:
     """Write ``metrics.json``, ``roc.png`` and ``reliability.png`` into ``out_dir``."""
     import matplotlib
+    from sklearn.metrics import roc_curve
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

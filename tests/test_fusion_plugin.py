@@ -152,9 +152,9 @@ def test_tampered_model_folder_is_refused(survival_plugin, tmp_path) -> None:
     _, folder = survival_plugin
     copy = tmp_path / "copy"
     shutil.copytree(folder, copy)
-    with (copy / "clinical.skops").open("ab") as handle:
+    with (copy / "clinical.json").open("ab") as handle:
         handle.write(b"\0")
-    with pytest.raises(ModelFileError, match="clinical.skops"):
+    with pytest.raises(ModelFileError, match="clinical.json"):
         FusionPlugin.from_pretrained(copy)
 
 

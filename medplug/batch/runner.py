@@ -260,10 +260,10 @@ def inference_threads(threads: int | None, workers: int) -> Iterator[int]:
     """
     import torch
 
-    if threads is None:
-        threads = max(1, (os.cpu_count() or 1) - max(workers, 0))
+    from medplug.threads import apply_thread_policy
+
     before = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    threads = apply_thread_policy(requested=threads, reserved=workers)
     try:
         yield threads
     finally:

@@ -25,7 +25,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from medplug.cli.output import console, error_console, medplug_errors_exit
+from medplug.cli.output import console, error_console, medplug_errors_exit, print_table
 
 # --------------------------------------------------------------------------- inspect
 
@@ -149,7 +149,7 @@ def _print_series_table(scan: Any, decisions: list[Any]) -> None:
                 ", ".join(series.transfer_syntax_names),
                 pick,
             )
-    console.print(table)
+    print_table(table)
 
 
 def _print_skipped(scan: Any) -> None:
@@ -170,7 +170,7 @@ def _print_skipped(scan: Any) -> None:
             "; ".join(reasons[:2]) + (" ..." if len(reasons) > 2 else ""),
             examples + (" ..." if len(items) > 3 else ""),
         )
-    console.print(table)
+    print_table(table)
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -292,7 +292,7 @@ def _inspect_nifti(path: Path, as_json: bool) -> None:
     table.add_column("value")
     for key, value in facts.items():
         table.add_row(key, str(value))
-    console.print(table)
+    print_table(table)
 
 
 # --------------------------------------------------------------------------- predict
@@ -338,14 +338,17 @@ def predict(
     Any of the three inputs may be missing (a report alone, clinical fields alone),
     as the contract allows; the plugin says what it needs.
     """
-    from medplug.ingest.loading import load_case
-    from medplug.registry import load_plugin
+    from medplug.registry import check_plugin_name, load_plugin
 
     if path is None and report is None and clinical is None:
         error_console.print("[red]error:[/] give an image PATH, --report FILE or --clinical JSON")
         raise typer.Exit(2)
     with medplug_errors_exit():
         name = plugin or default_plugin(has_image=path is not None)
+        check_plugin_name(name)  # a typo is refused before any reading or importing
+        _check_clinical_option(clinical)
+        from medplug.ingest.loading import load_case  # pydicom, nibabel: only now
+
         source = path if path is not None else report
         case_id = None if path is not None else (report.parent.name if report else "case")
         with _progress(True) as progress:
@@ -365,6 +368,23 @@ def predict(
         console.print_json(json.dumps(payload))
         return
     _print_prediction(prediction, case, ingest_s)
+
+
+def _check_clinical_option(clinical: str | None) -> None:
+    """``--clinical`` must be a JSON object or a file: say so for ``[1,2,3]`` or ``42``."""
+    from medplug.errors import InputError
+
+    if clinical is None or clinical.lstrip().startswith("{") or Path(clinical).is_file():
+        return
+    try:
+        parsed = json.loads(clinical)
+    except ValueError:
+        raise InputError(
+            f"--clinical {clinical!r} is neither a JSON object nor a readable JSON file"
+        ) from None
+    kinds = {list: "an array", str: "a string", bool: "true/false", type(None): "null"}
+    got = kinds.get(type(parsed), "a number")
+    raise InputError(f"--clinical must be a JSON object of name -> value, not {got}: {clinical}")
 
 
 def _print_prediction(prediction: Any, case: Any, ingest_s: float) -> None:
@@ -393,7 +413,7 @@ def _print_prediction(prediction: Any, case: Any, ingest_s: float) -> None:
         warnings.extend(case.image.meta.get("warnings", []))
     table.add_row("warnings", "\n".join(warnings) or "-")
     table.add_row("timing", f"ingest {ingest_s:.2f} s, predict {prediction.elapsed_s:.2f} s")
-    console.print(table)
+    print_table(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -8,6 +8,7 @@ sub-commands through the ``medplug.trainers`` entry-point group.
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from importlib.metadata import entry_points
 
@@ -15,6 +16,7 @@ import typer
 
 from medplug.cli.output import error_console
 from medplug.registry import TRAINER_GROUP
+from medplug.threads import THREADS_ENV, apply_thread_policy
 
 app = typer.Typer(
     help="Run medical AI plugins on DICOM, NIfTI, reports and clinical fields.",
@@ -23,6 +25,27 @@ app = typer.Typer(
 )
 train_app = typer.Typer(help="Train a model for a plugin.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
+
+
+@app.callback()
+def main(
+    threads: int = typer.Option(
+        None,
+        "--threads",
+        min=1,
+        help="Threads per model for inference and training (else $MEDPLUG_THREADS, "
+        "$OMP_NUM_THREADS, or the cores left free).",
+    ),
+) -> None:
+    """Run medical AI plugins on DICOM, NIfTI, reports and clinical fields."""
+    if threads is not None:
+        # Read by medplug.threads wherever a command applies the policy (and by
+        # worker processes, which inherit the environment).
+        os.environ[THREADS_ENV] = str(threads)
+    # One policy for every command, set before torch is imported (batch and serve
+    # refine it for their workers); see medplug/threads.py.
+    apply_thread_policy()
+
 
 COMMAND_MODULES = (
     "medplug.cli.plugin_commands",  # plugins, evaluate

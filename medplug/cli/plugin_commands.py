@@ -8,15 +8,25 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from medplug.cli.output import console, medplug_errors_exit
+from medplug.cli.output import console, medplug_errors_exit, print_table
 from medplug.registry import discover, load_plugin
 
 
 def list_plugins(
     as_json: bool = typer.Option(False, "--json", help="Print plugin infos as JSON."),
+    check: bool = typer.Option(
+        False, "--check", help="Also import each plugin (slow) to report import errors."
+    ),
 ) -> None:
-    """List plugins found through the `medplug.plugins` entry points, with their input specs."""
+    """List plugins found through the `medplug.plugins` entry points, with their input specs.
+
+    Plugins that ship a static declaration are described without being imported;
+    `--check` imports them too, so a broken installation shows its error here.
+    """
     entries = discover()
+    if check:
+        for entry in entries:
+            _ = entry.plugin_class  # imports it; sets entry.error on failure
     if as_json:
         payload = [
             {
@@ -31,12 +41,15 @@ def list_plugins(
         console.print_json(json.dumps(payload))
         return
     table = Table(title="medplug plugins")
-    for column in ("name", "version", "task", "inputs (required / optional)", "labels", "status"):
-        table.add_column(column)
+    show_labels = any(entry.info and entry.info.labels for entry in entries)
+    columns = ["name", "version", "task", "inputs"] + (["labels"] if show_labels else [])
+    for column in columns + ["status"]:
+        table.add_column(column, no_wrap=column == "name")
     for entry in entries:
         info = entry.describe()
         if info is None:
-            table.add_row(entry.name, "-", "-", "-", "-", f"[red]failed: {entry.error}[/]")
+            filler = ["-"] * (len(columns) - 1)
+            table.add_row(entry.name, *filler, f"[red]failed: {entry.error}[/]")
             continue
         inputs = ", ".join(
             f"{name}:{spec.kind}"
@@ -45,10 +58,9 @@ def list_plugins(
             + ("" if spec.required else " (optional)")
             for name, spec in info.inputs.items()
         )
-        table.add_row(
-            info.name, info.version, info.task, inputs, ", ".join(info.labels), "[green]ok[/]"
-        )
-    console.print(table)
+        labels = [", ".join(info.labels)] if show_labels else []
+        table.add_row(info.name, info.version, info.task, inputs, *labels, "[green]ok[/]")
+    print_table(table)
     if not entries:
         console.print("No plugins installed in the `medplug.plugins` entry-point group.")
 
@@ -77,7 +89,7 @@ def evaluate(
         elif isinstance(value, list):
             value = ", ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in value)
         table.add_row(key, str(value))
-    console.print(table)
+    print_table(table)
     console.print(f"Figures and plots written to {out_dir}")
 
 

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import typer
 
 from medplug.cli.output import console, error_console
-from medplug.serve.settings import LOOPBACK, ServeConfigError, ServeSettings, read_token
 
 
 def serve(
     host: str = typer.Option(
-        LOOPBACK,
+        "127.0.0.1",  # medplug.serve.settings.LOOPBACK, not imported at CLI start
         help="Address to bind. Default loopback only; any other address must be given "
         "explicitly, and plain HTTP needs a TLS reverse proxy in front (docs/security.md). "
         "--insecure-local always binds 127.0.0.1.",
@@ -39,9 +37,12 @@ def serve(
     ),
 ) -> None:
     """Serve the REST API (OpenAPI at /docs) and the web page at /."""
+    # fastapi, uvicorn and the app are imported only when serving: every other
+    # command starts without them.
     import uvicorn
 
     from medplug.serve import create_app
+    from medplug.serve.settings import LOOPBACK, ServeConfigError, ServeSettings, read_token
 
     try:
         token = None if insecure_local else read_token(token_file)
@@ -68,7 +69,6 @@ def serve(
             "(see docs/security.md)",
             highlight=False,
         )
-    _share_cores(workers)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     console.print(f"medplug serve on http://{host}:{port}/ (API docs at /docs)")
     uvicorn.run(
@@ -79,15 +79,6 @@ def serve(
         timeout_keep_alive=5,
         log_level="info",
     )
-
-
-def _share_cores(workers: int) -> None:
-    """Give each worker thread its share of the cores, so N parallel torch models do
-    not each start one thread per core and fight over them."""
-    if workers > 1:
-        import torch
-
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 def register(app: typer.Typer) -> None:

@@ -83,9 +83,29 @@ class MedplugDicomReader(ImageReader):
             meta[MetaKeys.SPACE] = SpaceKeys.RAS
             meta[MetaKeys.ORIGINAL_CHANNEL_DIM] = float("nan") if channel is None else channel
             meta["spacing"] = np.asarray(volume.spacing[: len(spatial)])
-            arrays.append(array)
+            arrays.append(c_contiguous(array))
             _copy_compatible_dict(meta, compatible)
         return _stack_images(arrays, compatible), compatible
+
+
+def c_contiguous(array: np.ndarray, block: tuple[int, int] = (64, 16)) -> np.ndarray:
+    """``array`` in C order, copied tile by tile when it is a transposed view.
+
+    ``load_image`` returns (x, y, z) as a view of slices stacked (z, y, x), and
+    ``LoadImage`` makes every array C-contiguous. ``np.ascontiguousarray`` on that
+    view walks one axis with a stride of a whole slice, a cache and TLB miss per
+    voxel: 8 s for a 512x512x200 series where the read itself took 0.2-1 s.
+    Copying (64 x, all y, 16 z) tiles keeps both sides' accesses in cache lines
+    (about 10x faster, measured in ``benchmarks/startup.py``).
+    """
+    if array.flags.c_contiguous or array.ndim != 3:
+        return np.ascontiguousarray(array)
+    out = np.empty(array.shape, dtype=array.dtype)
+    bx, bz = block
+    for z0 in range(0, array.shape[2], bz):
+        for x0 in range(0, array.shape[0], bx):
+            out[x0 : x0 + bx, :, z0 : z0 + bz] = array[x0 : x0 + bx, :, z0 : z0 + bz]
+    return out
 
 
 def volume_meta(volume: ImageVolume) -> dict[str, Any]:

@@ -81,6 +81,9 @@ PREDICT_FORM_SCHEMA = {
 def create_app(settings: ServeSettings) -> FastAPI:
     """Build the application; plugin discovery starts in a background thread at start-up
     (so ``/health`` answers at once) and models load on the first request that needs them."""
+    from medplug.threads import apply_thread_policy
+
+    apply_thread_policy(parallel=settings.workers)  # each worker thread gets its share
     service = PredictionService(settings)
     admission = Admission(settings.max_pending)
     catalog = PluginCatalog()

@@ -58,14 +58,14 @@ class CaseFeaturizer:
         assert self.clinical is not None
         records = [case.clinical for case in cases]
         values = self.clinical.transform(records)
-        frame = self.clinical.frame(records)
-        empty = frame.isna().to_numpy()
+        parsed = self.clinical.parsed(records)
+        empty = self.clinical.missing_mask(records)
         mask = ~empty.all(axis=1)
         names = self.clinical.fields
         unseen = np.zeros_like(empty)
         for name, categories in self.known_categories().items():
             column = names.index(name)
-            unseen[:, column] = ~empty[:, column] & ~frame[name].isin(categories).to_numpy()
+            unseen[:, column] = [v is not None and v not in categories for v in parsed[name]]
         for index, record in enumerate(records):
             if not mask[index]:
                 warnings[index].append(
@@ -90,10 +90,5 @@ class CaseFeaturizer:
         return values, mask.astype(np.float32)
 
     def known_categories(self) -> dict[str, set[str]]:
-        assert self.clinical is not None and self.clinical.transformer is not None
-        known = {}
-        for name, kind in self.clinical.field_kinds.items():
-            if kind == "categorical":
-                encoder = self.clinical.transformer.named_transformers_[name].named_steps["onehot"]
-                known[name] = {str(c) for c in encoder.categories_[0]}
-        return known
+        assert self.clinical is not None
+        return self.clinical.known_categories()

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from medplug.contract import Case, Explanation, InputSpec, Plugin, PluginInfo, Prediction
+from medplug.contract import Case, Explanation, Plugin, PluginInfo, Prediction
 from medplug.errors import MedplugError, MissingInputError, ModelFileError
 from medplug.model_folder import (
     CONFIG_NAME,
@@ -20,6 +20,7 @@ from medplug.model_folder import (
     save_weights,
     write_config,
 )
+from medplug.registry import DECLARATION_NAME, read_declaration
 from medplug_fusion.attribution import clinical_field_shapley, modality_shapley
 from medplug_fusion.clinical import ClinicalPreprocessor
 from medplug_fusion.config import FusionConfig
@@ -60,24 +61,8 @@ class FusionPlugin(Plugin):
 
     @classmethod
     def describe(cls) -> PluginInfo:
-        return PluginInfo(
-            name=cls.name,
-            version=VERSION,
-            task="classification or survival from image + report embeddings + clinical fields",
-            inputs={
-                "image": InputSpec(kind="image", required=False, description="via image plugin"),
-                "report": InputSpec(kind="text", required=False, description="via text plugin"),
-                "clinical": InputSpec(kind="tabular", required=False),
-            },
-            outputs={
-                "probabilities": "calibrated class probabilities (classification)",
-                "risk_score": "Cox log-risk (survival)",
-                "survival_probability": "S(t) at the requested times (survival)",
-                "modality_contributions": "exact Shapley value of each modality",
-            },
-            description="MLP over per-modality projections with missing-modality indicators; "
-            "any one or two modalities may be absent.",
-        )
+        # The static declaration next to this module, read by `medplug plugins` unimported.
+        return read_declaration(Path(__file__).with_name(DECLARATION_NAME))
 
     def _info(self) -> PluginInfo:
         info = self.describe()

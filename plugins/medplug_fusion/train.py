@@ -33,6 +33,7 @@ def train_command(
 ) -> None:
     """Train a fusion model (classification or Cox survival) on image + report + clinical."""
     from medplug.cli.output import console, medplug_errors_exit
+    from medplug.cli.training_progress import training_progress
     from medplug_fusion.config import FusionConfig
     from medplug_fusion.fit import fit_fusion
     from medplug_fusion.manifest import read_manifest
@@ -47,7 +48,8 @@ def train_command(
             settings.labels = data.label_names
         for case_id, reason in data.load_warnings.items():
             console.print(f"[yellow]warning:[/] case {case_id!r}: {reason}; trained without it")
-        plugin = fit_fusion(data.cases, settings, data.labels, data.durations, data.events)
+        with training_progress(console, "embedding cases through the image and report plugins"):
+            plugin = fit_fusion(data.cases, settings, data.labels, data.durations, data.events)
         plugin.save_pretrained(out)
     console.print(
         f"fusion model ({settings.task}, modalities {plugin.model.modalities}) written to {out}"

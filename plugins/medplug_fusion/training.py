@@ -17,6 +17,7 @@ from sklearn.model_selection import train_test_split
 from medplug.calibration import fit_temperature, softmax_with_temperature
 from medplug.errors import DataError
 from medplug.evaluation import youden_threshold
+from medplug.progress import report
 from medplug_fusion.config import FusionConfig
 from medplug_fusion.model import FusionEnsemble, FusionInputs, FusionModel
 from medplug_fusion.network import FusionNet, build_network, drop_modalities
@@ -102,6 +103,15 @@ def fit_model(
     return model
 
 
+def _val_auc(out: torch.Tensor, labels: np.ndarray) -> float | None:
+    """Validation AUC for progress display (two classes, both present), else None."""
+    if out.shape[1] != 2 or len(np.unique(labels)) != 2:
+        return None
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels, (out[:, 1] - out[:, 0]).numpy()))
+
+
 def _train_member(
     net: FusionNet,
     config: FusionConfig,
@@ -136,8 +146,10 @@ def _train_member(
     val_t = torch.as_tensor(val_idx)
     val_features = {k: v[val_t] for k, v in features.items()}
     best_loss, best_state, stale = float("inf"), copy.deepcopy(net.state_dict()), 0
-    for _epoch in range(config.max_epochs):
+    stage = f"member {member + 1}/{config.ensemble}"
+    for epoch in range(config.max_epochs):
         net.train()
+        losses = []
         order = train_t[torch.randperm(len(train_t), generator=generator)]
         for start in range(0, len(order), config.batch_size):
             batch = order[start : start + config.batch_size]
@@ -146,12 +158,19 @@ def _train_member(
             batch_present = drop_modalities(present[batch], config.modality_dropout, generator)
             out = net({k: v[batch] for k, v in features.items()}, batch_present)
             loss = loss_fn(out, batch)
+            losses.append(float(loss.detach()))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
         net.eval()
         with torch.no_grad():
-            val_loss = float(loss_fn(net(val_features, present[val_t]), val_t))
+            val_out = net(val_features, present[val_t])
+            val_loss = float(loss_fn(val_out, val_t))
+        report(
+            stage, epoch + 1, config.max_epochs,
+            loss=float(np.mean(losses)) if losses else None, val_loss=val_loss,
+            val_auc=_val_auc(val_out, labels[val_idx]) if labels is not None else None,
+        )  # fmt: skip
         if val_loss < best_loss - 1e-4:
             best_loss, best_state, stale = val_loss, copy.deepcopy(net.state_dict()), 0
         else:

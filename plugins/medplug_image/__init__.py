@@ -6,5 +6,9 @@ stored with the model), ``datasets`` (MedMNIST .npz and manifest CSVs),
 ``training``, ``calibrate``, ``gradcam`` and ``plugin``.
 """
 
+from medplug import lean_imports
+
+lean_imports.install()  # MONAI without transformers/matplotlib, even if imported directly
+
 PLUGIN_NAME = "image-classifier"
 PLUGIN_VERSION = "0.1.0"

@@ -28,16 +28,15 @@ from medplug.contract import (
     Prediction,
 )
 from medplug.errors import DataError, InputError, MedplugError, ModelFileError
-from medplug.evaluation import binary_metrics, write_report
 from medplug.model_folder import WEIGHTS_NAME, load_model_folder
-from medplug_image import PLUGIN_NAME, PLUGIN_VERSION
+from medplug.registry import DECLARATION_NAME, read_declaration
+from medplug_image import PLUGIN_NAME
 from medplug_image.calibrate import Calibration
 from medplug_image.config import ImageModelConfig
 from medplug_image.datasets import LabelledImages, is_npz, read_manifest, read_npz
 from medplug_image.gradcam import EnsembleExplainer
 from medplug_image.networks import EmbeddingHook, build_network
 from medplug_image.preprocessing import build_preprocess, invert_to_input, preprocess_volume
-from medplug_image.training import predict_logits
 
 
 @dataclass
@@ -75,26 +74,9 @@ class ImageClassifierPlugin(Plugin):
 
     @classmethod
     def describe(cls) -> PluginInfo:
-        return PluginInfo(
-            name=PLUGIN_NAME,
-            version=PLUGIN_VERSION,
-            task="classification",
-            inputs={
-                "image": InputSpec(
-                    kind="image",
-                    description="a 2D or 3D scan (DICOM series or NIfTI); "
-                    "the loaded model fixes dimensionality, size and intensity window",
-                )
-            },
-            outputs={
-                "probabilities": "temperature-calibrated class probabilities",
-                "label": "label at the operating point chosen on validation data",
-                "embedding": "penultimate-layer features",
-                "heatmap": "Grad-CAM in the input image's geometry",
-            },
-            description="MONAI CNN image classifier (any monai.networks.nets class), "
-            "calibrated, with Grad-CAM explanations.",
-        )
+        # The static declaration next to this module: `medplug plugins` reads the same
+        # file without importing torch or MONAI.
+        return read_declaration(Path(__file__).with_name(DECLARATION_NAME))
 
     @classmethod
     def info_for(
@@ -180,6 +162,10 @@ class ImageClassifierPlugin(Plugin):
 
     def evaluate(self, data: Path, out_dir: Path) -> dict[str, Any]:
         """Figures on labelled data (.npz test split, or a manifest's test rows or all rows)."""
+        # scikit-learn and the training code: only for evaluation, not for predict.
+        from medplug.evaluation import binary_metrics, write_report
+        from medplug_image.training import predict_logits
+
         if self.config.num_classes != 2:
             raise DataError("evaluation figures are defined for binary models only")
         labelled = self.load_labelled(Path(data))

@@ -29,8 +29,11 @@ from transformers import (  # noqa: E402  (after the offline switch on purpose)
 )
 from transformers.utils import logging as hf_logging  # noqa: E402
 
+from medplug_text import load_report  # noqa: E402
+
 # Progress bars on every load/save clutter batch logs; medplug reports its own progress.
 hf_logging.disable_progress_bar()
+load_report.install()  # the "LOAD REPORT" table becomes one plain line
 
 EXPECTED = (
     "a Hugging Face checkpoint folder with config.json, tokenizer files "

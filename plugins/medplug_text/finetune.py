@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_linear_schedule_with_warmup
 
+from medplug.progress import report
 from medplug_text.chunking import Chunk
 from medplug_text.config import TrainConfig
 from medplug_text.inference import (
@@ -72,11 +73,17 @@ def fine_tune(
     history = FitHistory()
     best_state, best_loss = None, float("inf")
     for epoch in range(config.epochs):
-        _train_epoch(model, tokenizer, chunks, chunk_labels, optimizer, schedule, config, rng)
+        train_loss = _train_epoch(
+            model, tokenizer, chunks, chunk_labels, optimizer, schedule, config, rng
+        )
         logits = _pooled_logits(model, tokenizer, val_chunks, len(val_texts), config)
         loss = cross_entropy(logits, val_y)
         history.val_loss.append(loss)
         log.info("epoch %d/%d: validation loss %.4f", epoch + 1, config.epochs, loss)
+        report(
+            "fine-tune", epoch + 1, config.epochs,
+            loss=train_loss, val_loss=loss, val_auc=binary_auc(val_y, logits),
+        )  # fmt: skip
         if loss < best_loss:
             best_loss, history.best_epoch, history.val_logits = loss, epoch + 1, logits
             best_state = copy.deepcopy(model.state_dict())
@@ -103,18 +110,31 @@ def freeze_lower_layers(model: PreTrainedModel, train_top_layers: int) -> None:
     log.info("fine-tuning the top %d of %d encoder layers", train_top_layers, len(layers))
 
 
-def _train_epoch(model, tokenizer, chunks, labels, optimizer, schedule, config, rng) -> None:
+def binary_auc(labels: np.ndarray, logits: np.ndarray) -> float | None:
+    """Validation AUC for progress display (two classes, both present), else None."""
+    if logits.shape[1] != 2 or len(np.unique(labels)) != 2:
+        return None
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels, logits[:, 1] - logits[:, 0]))
+
+
+def _train_epoch(model, tokenizer, chunks, labels, optimizer, schedule, config, rng) -> float:
+    """One pass over the training chunks; returns the mean training loss."""
     model.train()
+    losses = []
     lengths = [len(chunk.input_ids) for chunk in chunks]
     for index in length_grouped_batches(lengths, config.batch_size, rng):
         batch = pad_batch([chunks[i] for i in index], tokenizer.pad_token_id)
         batch["labels"] = torch.tensor([labels[i] for i in index])
         loss = model(**batch).loss
+        losses.append(float(loss.detach()))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
         optimizer.zero_grad()
+    return float(np.mean(losses)) if losses else float("nan")
 
 
 def _pooled_logits(

@@ -1,36 +1,22 @@
-"""The report plugin's self-description (``PluginInfo``)."""
+"""The report plugin's self-description (``PluginInfo``).
+
+The static part lives in ``medplug-plugin.json`` next to this module, so
+``medplug plugins`` describes the plugin without importing transformers.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from medplug.contract import InputSpec, PluginInfo
-from medplug_text import PLUGIN_NAME, __version__
+from medplug.contract import PluginInfo
+from medplug.registry import DECLARATION_NAME, read_declaration
 
 
 def plugin_info(
     labels: list[str] | None = None, metrics: dict[str, Any] | None = None
 ) -> PluginInfo:
-    return PluginInfo(
-        name=PLUGIN_NAME,
-        version=__version__,
-        task="report classification",
-        labels=list(labels or []),
-        inputs={
-            "report": InputSpec(
-                kind="text",
-                description="Free-text radiology report; sections (findings, impression) are "
-                "used when headed, long reports are chunked, XXXX placeholders accepted.",
-            )
-        },
-        outputs={
-            "probabilities": "calibrated (temperature-scaled) class probabilities",
-            "embedding": "mean-pooled last hidden state, averaged over chunks",
-            "token_attributions": "integrated gradients per token of the scrubbed report",
-        },
-        description="Hugging Face sequence classifier over radiology reports: a compact "
-        "offline BERT (WordPiece tokenizer trained on the reports, optional MLM domain "
-        "pretraining) or any local HF checkpoint fine-tuned as backbone.",
-        metrics=dict(metrics or {}),
-        authors="medplug",
-    )
+    info = read_declaration(Path(__file__).with_name(DECLARATION_NAME))
+    info.labels = list(labels or [])
+    info.metrics = dict(metrics or {})
+    return info

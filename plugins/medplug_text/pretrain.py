@@ -14,6 +14,7 @@ from transformers import (
     get_linear_schedule_with_warmup,
 )
 
+from medplug.progress import report
 from medplug_text.chunking import Chunk
 from medplug_text.inference import length_grouped_batches
 
@@ -55,4 +56,5 @@ def pretrain_mlm(
             total += loss.item() * len(examples)
         losses.append(total / max(len(chunks), 1))
         log.info("MLM epoch %d/%d: loss %.4f", epoch + 1, epochs, losses[-1])
+        report("MLM pretraining", epoch + 1, epochs, loss=losses[-1])
     return losses

@@ -92,6 +92,7 @@ def train_command(
 ) -> None:
     """Train the report classifier: compact offline BERT, or fine-tune --backbone."""
     from medplug.cli.output import console, medplug_errors_exit
+    from medplug.cli.training_progress import training_progress
     from medplug_text.inference import WindowSettings
 
     overrides: dict[str, Any] = {
@@ -103,7 +104,10 @@ def train_command(
     }
     if max_length is not None:
         overrides["window"] = WindowSettings(max_length=max_length, stride=max_length // 2)
-    with medplug_errors_exit():
+    with (
+        medplug_errors_exit(),
+        training_progress(console, "loading reports and building the model"),
+    ):
         try:
             result = train_from_csv(
                 data,
