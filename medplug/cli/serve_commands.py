@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import typer
@@ -31,6 +32,11 @@ def serve(
     queue: int = typer.Option(16, help="Predictions that may wait; more are answered 503."),
     max_upload_mb: int = typer.Option(512, help="Largest request body, MiB (413 above)."),
     max_files: int = typer.Option(1000, help="Most files per upload or zip (413 above)."),
+    max_volume_mb: int = typer.Option(
+        1024,
+        help="Largest decoded image volume, MiB: a small compressed upload (gzip NIfTI, "
+        "deflated DICOM) can declare gigabytes. $MEDPLUG_MAX_VOLUME_BYTES wins if set.",
+    ),
     timeout: float = typer.Option(300.0, help="Seconds before a request is answered 504."),
     dicomweb_url: str = typer.Option(
         None, "--dicomweb-url", help="DICOMweb server that study_uid requests fetch from."
@@ -69,6 +75,8 @@ def serve(
             "(see docs/security.md)",
             highlight=False,
         )
+    # Ingest reads the bound at each load (medplug.ingest.checks.max_volume_bytes).
+    os.environ.setdefault("MEDPLUG_MAX_VOLUME_BYTES", str(max_volume_mb * 1024**2))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     console.print(f"medplug serve on http://{host}:{port}/ (API docs at /docs)")
     uvicorn.run(

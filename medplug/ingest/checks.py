@@ -21,7 +21,16 @@ from medplug.ingest.errors import DicomError, ingest_error
 from medplug.ingest.header import NATIVE_LITTLE_ENDIAN, InstanceHeader
 
 # Largest output volume ingest builds (bytes of the float array); override per deployment.
-MAX_VOLUME_BYTES = int(os.environ.get("MEDPLUG_MAX_VOLUME_BYTES", str(8 << 30)))
+MAX_VOLUME_ENV = "MEDPLUG_MAX_VOLUME_BYTES"
+DEFAULT_MAX_VOLUME_BYTES = 8 << 30  # `medplug serve` lowers it for uploads (--max-volume-mib)
+
+
+def max_volume_bytes() -> int:
+    """The largest decoded volume ingest will allocate: read at each load, so a
+    server can set a lower bound for hostile uploads after medplug is imported."""
+    return int(os.environ.get(MAX_VOLUME_ENV, DEFAULT_MAX_VOLUME_BYTES))
+
+
 # Compressed data may expand this much before a declared size is called a lie
 # (lossless codecs reach a few hundred on blank images); small images are exempt.
 MAX_COMPRESSION_RATIO = 1000
@@ -107,13 +116,14 @@ def check_size(header: InstanceHeader) -> None:
     """The declared image fits the size limit and the bytes actually present."""
     path = header.path
     wanted = output_bytes(header)
-    if wanted > MAX_VOLUME_BYTES:
+    limit = max_volume_bytes()
+    if wanted > limit:
         raise ingest_error(
             path,
             "too_large",
             f"{header.rows} x {header.columns} x {header.frames} frames x "
             f"{header.samples_per_pixel} samples would need {_mib(wanted)}, over the "
-            f"{_mib(MAX_VOLUME_BYTES)} limit (MEDPLUG_MAX_VOLUME_BYTES)",
+            f"{_mib(limit)} limit ({MAX_VOLUME_ENV})",
         )
     declared = declared_pixel_bytes(header)
     if header.pixel_offset is not None and header.pixel_length is not None:
@@ -150,12 +160,13 @@ def check_size(header: InstanceHeader) -> None:
 def check_series_size(instances: Sequence[InstanceHeader]) -> None:
     """The whole volume fits the size limit (checked before the stack is allocated)."""
     total = sum(output_bytes(instance) for instance in instances)
-    if total > MAX_VOLUME_BYTES:
+    limit = max_volume_bytes()
+    if total > limit:
         raise ingest_error(
             instances[0].path.parent,
             "too_large",
             f"{len(instances)} images would need {_mib(total)}, over the "
-            f"{_mib(MAX_VOLUME_BYTES)} limit (MEDPLUG_MAX_VOLUME_BYTES)",
+            f"{_mib(limit)} limit ({MAX_VOLUME_ENV})",
         )
 
 
@@ -240,7 +251,7 @@ def _mib(n: int) -> str:
 
 
 __all__ = [
-    "MAX_VOLUME_BYTES",
+    "max_volume_bytes",
     "DicomError",
     "check_instance",
     "check_orientation",

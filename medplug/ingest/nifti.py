@@ -68,11 +68,11 @@ def load_nifti(path: str | Path) -> ImageVolume:
 
 def _check_nifti_size(path: Path, image: nib.Nifti1Image) -> None:
     """The declared shape fits the size limit before nibabel allocates it."""
-    from medplug.ingest.checks import MAX_VOLUME_BYTES
+    from medplug.ingest.checks import max_volume_bytes
 
     shape = tuple(int(n) for n in image.shape)
     needed = int(np.prod(shape, dtype=np.float64)) * 4
-    if any(n <= 0 for n in shape) or needed > MAX_VOLUME_BYTES:
+    if any(n <= 0 for n in shape) or needed > max_volume_bytes():
         raise DicomError(path, "too_large", f"NIfTI shape {shape} is empty or over the size limit")
 
 

@@ -167,3 +167,34 @@ def test_warning_capture_is_thread_safe_and_restores_global_state() -> None:
     assert (warnings.showwarning, list(warnings.filters)) == before
     for index, texts in seen.items():
         assert texts == [f"thread {index} round {r}" for r in range(50)]
+
+
+def test_gzip_nifti_bomb_is_refused_under_the_serve_volume_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 2 MiB .nii.gz that declares and holds 2 GiB of voxels: refused before nibabel
+    reads it once the bound is lower (``medplug serve`` sets 1 GiB for uploads)."""
+    import gzip
+    import resource
+    import struct
+
+    import nibabel as nib
+
+    small = tmp_path / "small.nii"
+    nib.save(nib.Nifti1Image(np.zeros((2, 2, 2), np.float32), np.eye(4)), small)
+    header = bytearray(small.read_bytes()[:352])
+    struct.pack_into("<8h", header, 40, 3, 1024, 1024, 512, 1, 1, 1, 1)
+    bomb = tmp_path / "bomb.nii.gz"
+    with gzip.open(bomb, "wb", compresslevel=1) as out:
+        out.write(bytes(header))
+        zeros = bytes(1 << 24)
+        for _ in range(128):
+            out.write(zeros)
+    assert bomb.stat().st_size < 16 << 20
+    monkeypatch.setenv("MEDPLUG_MAX_VOLUME_BYTES", str(1 << 30))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(DicomError) as refused:
+        load_image(bomb)
+    assert refused.value.category == "too_large"
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mib < 256
