@@ -477,6 +477,9 @@ def _decode(raw: bytes, kind: str) -> Any:
 def _pydicom_header(path: Path, notes: list[str] | None = None) -> InstanceHeader:
     """Header through pydicom, for files the fast parser leaves alone."""
     notes = notes if notes is not None else []
+    from medplug.ingest.deflate import check_inflated_size
+
+    check_inflated_size(path)  # pydicom would inflate a deflated data set whole
     try:
         size = os.path.getsize(path)
         with open(path, "rb") as raw_handle:

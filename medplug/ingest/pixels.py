@@ -16,6 +16,7 @@ import pydicom
 from pydicom import config
 from pydicom.uid import UID
 
+from medplug.ingest.deflate import DEFLATED, check_inflated_size
 from medplug.ingest.errors import (
     DicomError,
     NotAnImageError,
@@ -78,6 +79,8 @@ def _clear_unused_bits(raw: np.ndarray, header: InstanceHeader) -> np.ndarray:
 def read_dataset(header: InstanceHeader) -> pydicom.Dataset:
     """The full data set (with pixels) for the decoder path."""
     notes: list[str] = []
+    if header.transfer_syntax == DEFLATED:
+        check_inflated_size(header.path)  # the file may have changed since its header was read
     try:
         with quiet_warnings(header.path, notes):
             ds = pydicom.dcmread(header.path, force=True, defer_size=DEFER_SIZE)

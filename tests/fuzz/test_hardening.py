@@ -198,3 +198,30 @@ def test_gzip_nifti_bomb_is_refused_under_the_serve_volume_bound(
     assert refused.value.category == "too_large"
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mib < 256
+
+
+def test_deflated_data_set_is_bounded_before_pydicom_inflates_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pydicom inflates a deflated file whole even for a header: counted first, in chunks."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import DeflatedExplicitVRLittleEndian, generate_uid
+
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.2", generate_uid()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = generate_uid(), generate_uid(), "CT"
+    ds.Rows, ds.Columns, ds.NumberOfFrames = 512, 512, 160
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.PixelData = bytes(512 * 512 * 160 * 2)  # 80 MiB of zeros: about 80 KiB deflated
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    path = tmp_path / "deflated.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    assert path.stat().st_size < 1 << 20
+    monkeypatch.setenv("MEDPLUG_MAX_DEFLATED_BYTES", str(1 << 20))  # + 64 MiB for the header
+    scan = scan_folder(tmp_path)
+    assert [s.category for s in scan.skipped] == ["too_large"]
+    assert "inflates to over" in scan.skipped[0].reason
+    monkeypatch.delenv("MEDPLUG_MAX_DEFLATED_BYTES")
+    assert not scan_folder(tmp_path).skipped  # within the default bound it is read as usual
