@@ -1,4 +1,4 @@
-"""MedplugDicomReader inside MONAI: same affine as the NIfTI of the same volume."""
+"""MedplugDicomReader inside MONAI: same affine as the NIfTI, same voxels as load_image."""
 
 from __future__ import annotations
 
@@ -7,9 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dicom_factory import write_ct_series
+from dicom_factory import write_ct_series, write_secondary_capture
+from pydicom.data import get_testdata_file
+from pydicom.uid import RLELossless
 
 from medplug.ingest import MedplugDicomReader, load_image, save_nifti
+from medplug.ingest.monai_reader import c_contiguous
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 
@@ -99,3 +102,55 @@ def test_reader_suffix_and_2d_colour_channel() -> None:
     rgb = LoadImage(reader=reader, image_only=True)(get_testdata_file("SC_rgb.dcm"))
     assert tuple(rgb.shape) == (100, 100, 3)
     assert tuple(EnsureChannelFirst()(rgb).shape) == (3, 100, 100)
+
+
+def _write_case(kind: str, folder: Path) -> Path:
+    """A series of one kind; volumes are not square so a swapped x/y cannot pass."""
+    rng = np.random.default_rng(11)
+    if kind == "multi-frame":
+        return Path(get_testdata_file("eCT_Supplemental.dcm"))
+    if kind == "2d-monochrome1":
+        image = rng.integers(0, 4096, size=(30, 20)).astype(np.uint16)
+        return write_secondary_capture(folder / "m1.dcm", image, monochrome1=True)
+    shape = {"plain": (40, 24, 20), "rescaled": (36, 28, 18), "compressed": (32, 20, 6)}[kind]
+    volume = rng.integers(-1000, 2000, size=shape).astype(np.float32)
+    options: dict = {"instance_numbers": list(range(shape[2], 0, -1))}
+    if kind == "rescaled":
+        volume = np.round(volume / 2.5) * 2.5 - 0.25  # stored = (HU + 1000.25) / 2.5, exact
+        options.update(slope=2.5, intercept=-1000.25)
+    if kind == "compressed":
+        options.update(transfer_syntax=RLELossless)
+    write_ct_series(folder, volume, **options)
+    return folder
+
+
+@pytest.mark.parametrize(
+    "kind", ["plain", "rescaled", "compressed", "multi-frame", "2d-monochrome1"]
+)
+def test_loadimage_and_load_image_give_identical_volumes(kind: str, tmp_path: Path) -> None:
+    from monai.transforms import LoadImage
+
+    path = _write_case(kind, tmp_path)
+    direct = load_image(path)
+    xy = load_image(path, xy_slices=True)
+    loaded = LoadImage(reader=MedplugDicomReader(), image_only=True)(str(path))
+
+    # xy_slices changes the memory layout of stacks only, never values or metadata.
+    assert xy.array.dtype == direct.array.dtype == np.float32
+    np.testing.assert_array_equal(xy.array, direct.array)
+    np.testing.assert_array_equal(xy.affine, direct.affine)
+    assert xy.meta == direct.meta
+    if kind in ("plain", "rescaled", "compressed"):
+        assert direct.array.transpose(2, 1, 0).flags.c_contiguous  # load_image: (z, y, x) buffer
+        assert xy.array.transpose(2, 0, 1).flags.c_contiguous  # xy_slices: (z, x, y) buffer
+
+    # LoadImage: the same voxels in C order, the same affine and spatial shape.
+    array = loaded.numpy()
+    assert array.flags.c_contiguous and array.dtype == np.float32
+    np.testing.assert_array_equal(array, direct.array)
+    np.testing.assert_array_equal(loaded.affine.numpy(), direct.affine)
+    np.testing.assert_array_equal(loaded.meta["original_affine"], direct.affine)
+    assert tuple(loaded.meta["spatial_shape"]) == direct.array.shape[:3]
+    assert loaded.meta["series_uid"] == (direct.series_uid or "")
+    for view in (direct.array, xy.array):  # both buffer layouts copy to the same C array
+        np.testing.assert_array_equal(c_contiguous(view), direct.array)
