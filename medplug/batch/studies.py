@@ -75,8 +75,14 @@ def discover_folder(
 
 
 def _accession(path: str) -> str | None:
+    """The study's accession number (for the manifest), read as ingest reads: warnings to the log."""
+    from medplug.ingest.guard import quiet_warnings
+
     try:
-        header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["AccessionNumber"])
+        with quiet_warnings(path):
+            header = pydicom.dcmread(
+                path, stop_before_pixels=True, specific_tags=["AccessionNumber"]
+            )
     except Exception:
         return None
     return str(header.get("AccessionNumber", "") or "") or None
