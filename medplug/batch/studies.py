@@ -75,7 +75,7 @@ def discover_folder(
 
 
 def _accession(path: str) -> str | None:
-    """The study's accession number (for the manifest), read as ingest reads: warnings to the log."""
+    """The accession number (for the manifest); pydicom warnings go to the log, as in ingest."""
     from medplug.ingest.guard import quiet_warnings
 
     try:
