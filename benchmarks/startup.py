@@ -11,7 +11,7 @@ Sections: ``medplug plugins`` vs ``import torch``; ``import medplug`` vs
 ``pass``; ``medplug predict`` per built-in plugin split into import / load
 weights / ingest / predict (imports counted wherever they happen, from
 ``-X importtime``); per-case latency at batch 1 and 16, 1 and 2 threads;
-the image plugin's forward pass in torch vs ONNX Runtime (batch 1, 4, 16; 1 and 2
+the image plugin's forward pass in torch vs ONNX Runtime (batch 1, 2, 4, 16; 1 and 2
 threads) and ``medplug predict --no-explain`` on each;
 ``LoadImage(reader=MedplugDicomReader())`` vs ``load_image``.
 """
@@ -102,7 +102,7 @@ case_dir, folder = Path(sys.argv[1]), Path(sys.argv[2])
 base = load_case(case_dir / "dicom", case_id="c")
 plugin = ImageClassifierPlugin.from_pretrained(folder, explain=False)
 out = {}
-for batch in (1, 4, 16):
+for batch in (1, 2, 4, 16):
     cases = [base] * batch
     assert plugin.uses_onnx(batch) == (sys.argv[3] == "onnx")
     images = torch.stack([plugin._prepare(c).tensor.as_tensor() for c in cases])
@@ -421,12 +421,12 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
         "The demo image model with `model.onnx`, `predict_batch` of the sample case with"
         " `explain=False` (ONNX Runtime cannot run Grad-CAM), `MEDPLUG_BACKEND=torch` vs"
         " `onnx`; median ms per case for the whole plugin call (preprocessing included)"
-        " and for the network call alone. `auto` uses ORT up to batch 4.",
+        " and for the network call alone. `auto` uses ORT for single cases only.",
         "",
         head,
     ]
     for threads in (1, 2):
-        for batch in ("1", "4", "16"):
+        for batch in ("1", "2", "4", "16"):
             for part in ("forward", "predict"):
                 for backend in ("torch", "onnx"):
                     key = f"{backend} {threads}t"

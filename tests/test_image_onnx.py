@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from medplug.contract import Case, ImageVolume
-from medplug.errors import ModelFileError
+from medplug.errors import InputError, ModelFileError
 from medplug.model_signing import generate_key_pair, sign_folder
 from medplug_image import PLUGIN_NAME, PLUGIN_VERSION
 from medplug_image.calibrate import Calibration
@@ -107,6 +107,7 @@ def test_saved_folder_holds_a_hashed_onnx_that_matches_torch(folder: Path) -> No
 def test_predictions_without_explanation_use_ort_and_match_torch(folder: Path) -> None:
     batch = cases(3)
     quick = ImageClassifierPlugin.from_pretrained(folder, explain=False)
+    quick.backend = "onnx"  # ORT for the batch of 3 too (auto: single cases only)
     explained = ImageClassifierPlugin.from_pretrained(folder)
     fast = quick.predict_batch(batch)
     slow = explained.predict_batch(batch)
@@ -120,8 +121,11 @@ def test_predictions_without_explanation_use_ort_and_match_torch(folder: Path) -
             torch_prediction.probabilities, abs=1e-5
         )
         np.testing.assert_allclose(ort_prediction.embedding, torch_prediction.embedding, atol=1e-4)
-    # auto sends large batches to torch, where ORT measured no gain
-    assert quick.uses_onnx(4) and not quick.uses_onnx(16)
+    # auto sends single cases to ORT and batches to torch, where ORT measured no gain
+    auto = ImageClassifierPlugin.from_pretrained(folder, explain=False)
+    assert auto.backend == "auto" and auto.uses_onnx(1) and not auto.uses_onnx(2)
+    assert auto.predict(batch[0]).provenance["backend"] == "onnxruntime"
+    assert auto.predict_batch(batch)[0].provenance["backend"] == "torch"
 
 
 def test_backend_setting(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -132,7 +136,7 @@ def test_backend_setting(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     plugin = ImageClassifierPlugin.from_pretrained(folder, explain=False)
     assert plugin.uses_onnx(16)  # asked for explicitly: every batch size
     monkeypatch.setenv(BACKEND_ENV, "tensorrt")
-    with pytest.raises(Exception, match="MEDPLUG_BACKEND='tensorrt'"):
+    with pytest.raises(InputError, match="MEDPLUG_BACKEND='tensorrt'"):
         ImageClassifierPlugin.from_pretrained(folder)
 
 
@@ -188,7 +192,7 @@ import json, os
 from pathlib import Path
 import numpy as np
 from medplug.contract import Case, ImageVolume
-from medplug.errors import ModelFileError
+from medplug.errors import InputError, ModelFileError
 from medplug_image.plugin import ImageClassifierPlugin
 folder = Path(sys.argv[1])
 case = Case("c", images=[ImageVolume(array=np.full((20, 18, 14), 90, np.float32))])
@@ -233,3 +237,37 @@ def test_cli_predict_no_explain_uses_ort(folder: Path, tmp_path: Path) -> None:
     assert explained["provenance"]["backend"] == "torch" and explained["explanation"]
     for label, p in quick["probabilities"].items():
         assert p == pytest.approx(explained["probabilities"][label], abs=1e-5)
+
+
+def test_serve_explain_false_uses_ort_and_explained_requests_keep_torch(
+    folder: Path, tmp_path: Path
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from medplug.serve import ServeSettings, create_app
+
+    models = tmp_path / "models"
+    shutil.copytree(folder, models / "image-classifier")
+    nifti = tmp_path / "case.nii.gz"
+    nib.save(nib.Nifti1Image(cases(1)[0].image.array, np.eye(4)), nifti)
+    token = "t" * 32
+    client = TestClient(create_app(ServeSettings(token=token, models_dir=models)))
+    answers = {}
+    for explain in ("false", "true", "false"):
+        response = client.post(
+            f"/predict/image-classifier?explain={explain}",
+            headers={"Authorization": f"Bearer {token}"},
+            files={"files": ("case.nii.gz", nifti.read_bytes())},
+        )
+        assert response.status_code == 200, response.text
+        answers[explain] = response.json()
+    assert answers["false"]["provenance"]["backend"] == "onnxruntime"
+    assert answers["false"]["explanation"] is None
+    assert answers["true"]["provenance"]["backend"] == "torch"
+    assert answers["true"]["explanation"] is not None
+    response = client.post(
+        "/predict/image-classifier?explain=false&output=heatmap",
+        headers={"Authorization": f"Bearer {token}"},
+        files={"files": ("case.nii.gz", nifti.read_bytes())},
+    )
+    assert response.status_code == 400 and "explain=true" in response.text

@@ -1,8 +1,8 @@
 """ONNX Runtime for the image plugin's plain forward pass, where it pays.
 
-One case through the small demo network runs ~4x faster in ONNX Runtime than
-in torch at one thread (9.4 vs 37.7 ms); at batch 16 there is no gain. So ORT
-serves predictions *without* an explanation at small batches; Grad-CAM needs
+One case through the small demo network runs 3-7x faster in ONNX Runtime than
+in torch; from two cases up torch batches as well (benchmarks/results/startup.md).
+So ORT serves single-case predictions *without* an explanation; Grad-CAM needs
 torch's forward and backward, and training and evaluation stay in torch.
 
 ``model.onnx`` is exported when a model folder is saved (if ``onnxruntime`` is
@@ -10,8 +10,9 @@ installed), checked against torch on random inputs of the model's size, and
 hashed in ``medplug.json`` like every weight file, so verification and signing
 cover it. The bytes ORT runs are re-hashed against that record when the
 session is built. ``MEDPLUG_BACKEND`` picks the backend: ``torch``, ``onnx``
-(required: a clear error when it cannot be used) or ``auto`` (the default:
-ORT when installed, ``model.onnx`` is present and no explanation is asked).
+(every batch size; a clear error when it cannot be used) or ``auto`` (the
+default: ORT for one case when installed, ``model.onnx`` is present and no
+explanation is asked).
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ from medplug_image.networks import EmbeddingHook
 ONNX_NAME = "model.onnx"
 BACKEND_ENV = "MEDPLUG_BACKEND"
 BACKENDS = ("torch", "onnx", "auto")
-# Largest batch ``auto`` sends to ORT: measured gain at 1-4 cases, none at 16.
-AUTO_MAX_BATCH = 4
+# Largest batch ``auto`` sends to ORT: 3-7x faster forward for one case, no steady
+# gain from 2 cases up (benchmarks/results/startup.md), where torch batches well.
+AUTO_MAX_BATCH = 1
 EXPORT_TOLERANCE = 1e-4  # max |logit difference| torch vs ORT accepted at export
 INSTALL_HINT = "pip install 'medplug[onnx]' (onnx and onnxruntime)"
 
@@ -150,6 +152,9 @@ class OrtForward:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        # No busy-waiting between runs: on a shared box (and next to MONAI's
+        # preprocessing in the same process) spinning threads steal the cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3  # warnings about unused initialisers are noise
         self.session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
         self.threads = threads
