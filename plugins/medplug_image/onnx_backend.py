@@ -1,6 +1,6 @@
 """ONNX Runtime for the image plugin's plain forward pass, where it pays.
 
-One case through the small demo network runs 3-7x faster in ONNX Runtime than
+One case through the small demo network runs 3-8x faster in ONNX Runtime than
 in torch; from two cases up torch batches as well (benchmarks/results/startup.md).
 So ORT serves single-case predictions *without* an explanation; Grad-CAM needs
 torch's forward and backward, and training and evaluation stay in torch.
@@ -37,7 +37,7 @@ from medplug_image.networks import EmbeddingHook
 ONNX_NAME = "model.onnx"
 BACKEND_ENV = "MEDPLUG_BACKEND"
 BACKENDS = ("torch", "onnx", "auto")
-# Largest batch ``auto`` sends to ORT: 3-7x faster forward for one case, no steady
+# Largest batch ``auto`` sends to ORT: 3-8x faster forward for one case, no steady
 # gain from 2 cases up (benchmarks/results/startup.md), where torch batches well.
 AUTO_MAX_BATCH = 1
 EXPORT_TOLERANCE = 1e-4  # max |logit difference| torch vs ORT accepted at export
