@@ -11,6 +11,8 @@ Sections: ``medplug plugins`` vs ``import torch``; ``import medplug`` vs
 ``pass``; ``medplug predict`` per built-in plugin split into import / load
 weights / ingest / predict (imports counted wherever they happen, from
 ``-X importtime``); per-case latency at batch 1 and 16, 1 and 2 threads;
+the image plugin's forward pass in torch vs ONNX Runtime (batch 1, 2, 4, 16; 1 and 2
+threads) and ``medplug predict --no-explain`` on each;
 ``LoadImage(reader=MedplugDicomReader())`` vs ``load_image``.
 """
 
@@ -84,6 +86,57 @@ for batch in (1, 16):
     out[str(batch)] = statistics.median(times) / batch * 1000
 print(json.dumps(out))
 """
+
+# The image plugin's forward pass, torch vs ONNX Runtime, no explanation (ORT cannot
+# run Grad-CAM): ms per case for predict_batch and for the network call alone.
+LATENCY_ONNX = r"""
+import json, os, sys, time, statistics
+from pathlib import Path
+os.environ["MEDPLUG_BACKEND"] = sys.argv[3]
+from medplug.threads import apply_thread_policy
+apply_thread_policy(int(sys.argv[4]))
+import torch
+from medplug_image.plugin import ImageClassifierPlugin
+from medplug.ingest.loading import load_case
+case_dir, folder = Path(sys.argv[1]), Path(sys.argv[2])
+base = load_case(case_dir / "dicom", case_id="c")
+plugin = ImageClassifierPlugin.from_pretrained(folder, explain=False)
+out = {}
+for batch in (1, 2, 4, 16):
+    cases = [base] * batch
+    assert plugin.uses_onnx(batch) == (sys.argv[3] == "onnx")
+    images = torch.stack([plugin._prepare(c).tensor.as_tensor() for c in cases])
+    plugin.predict_batch(cases); plugin._forward(images)  # warm-up
+    runs = 7 if batch < 16 else 3
+    whole, forward = [], []
+    for _ in range(runs):
+        t = time.perf_counter(); plugin.predict_batch(cases); whole.append(time.perf_counter() - t)
+        t = time.perf_counter(); plugin._forward(images); forward.append(time.perf_counter() - t)
+    out[str(batch)] = {"predict": statistics.median(whole) / batch * 1000,
+                       "forward": statistics.median(forward) / batch * 1000}
+print(json.dumps(out))
+"""
+
+ADD_ONNX = r"""
+import sys
+from medplug_image.onnx_backend import add_onnx_to_folder
+add_onnx_to_folder(sys.argv[1])
+"""
+
+
+def onnx_model_folder(python: str, repo: Path, env: dict[str, str], models: str) -> Path:
+    """The demo image model with ``model.onnx``: as saved, or a copy with it exported."""
+    import shutil
+
+    source = Path(models) / "image-classifier"
+    if (source / "model.onnx").is_file():
+        return source
+    target = HERE / "work/startup/onnx-model/image-classifier"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(source, target)
+    cold([python, "-c", ADD_ONNX, str(target)], repo, env)
+    return target
+
 
 READER = r"""
 import json, sys, time
@@ -235,6 +288,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 out["latency"][f"{name} torch {threads}t"] = json.loads(
                     text.strip().splitlines()[0]
                 )
+    if "onnx" in sections:
+        folder = onnx_model_folder(python, repo, env, models)
+        out["onnx"] = {}
+        for threads in (1, 2):
+            for backend in ("torch", "onnx"):
+                _, _, text = cold(
+                    [python, "-c", LATENCY_ONNX, str(case_dir), str(folder), backend, str(threads)],
+                    repo,
+                    env,
+                )
+                out["onnx"][f"{backend} {threads}t"] = json.loads(text.strip().splitlines()[0])
+        cli = [medplug, "predict", str(case_dir / "dicom"), "--plugin", "image-classifier"]
+        cli += ["--model", str(folder), "--json"]
+        for label, extra, backend in (
+            ("explain, torch", [], "auto"),
+            ("no-explain, torch", ["--no-explain"], "torch"),
+            ("no-explain, auto (ORT)", ["--no-explain"], "auto"),
+        ):
+            cli_env = dict(env, MEDPLUG_BACKEND=backend)
+            out["onnx"][f"cli {label}"] = median_cold(cli + extra, repo, args.runs, cli_env)
     if "reader" in sections:
         # Both sides alternate, one cold process each per round, so load drifts hit both.
         series = args.series or str(_reader_series())
@@ -361,6 +434,37 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
                 )
     lines += [
         "",
+        "## Image plugin: torch vs ONNX Runtime (no explanation)",
+        "",
+        "The demo image model with `model.onnx`, `predict_batch` of the sample case with"
+        " `explain=False` (ONNX Runtime cannot run Grad-CAM), `MEDPLUG_BACKEND=torch` vs"
+        " `onnx`; median ms per case for the whole plugin call (preprocessing included)"
+        " and for the network call alone. `auto` uses ORT for single cases only.",
+        "",
+        head,
+    ]
+    for threads in (1, 2):
+        for batch in ("1", "2", "4", "16"):
+            for part in ("forward", "predict"):
+                for backend in ("torch", "onnx"):
+                    key = f"{backend} {threads}t"
+                    row(
+                        f"{threads} thread(s), batch {batch}, {part}: {backend}",
+                        lambda r, k=key, b=batch, p=part: f"{r['onnx'][k][b][p]:.1f} ms",
+                    )
+                row(
+                    f"{threads} thread(s), batch {batch}, {part}: torch / ORT",
+                    lambda r, t=threads, b=batch, p=part: (
+                        f"{r['onnx'][f'torch {t}t'][b][p] / r['onnx'][f'onnx {t}t'][b][p]:.1f}x"
+                    ),
+                )
+    for label in ("explain, torch", "no-explain, torch", "no-explain, auto (ORT)"):
+        row(
+            f"`medplug predict` CLI wall, {label}",
+            lambda r, k=f"cli {label}": _fmt(r["onnx"][k]["wall_s"]),
+        )
+    lines += [
+        "",
         "## MONAI reader",
         "",
         "512x512x200 CT series (`benchmarks/ingest_data.py`), warm page cache; each cold"
@@ -392,7 +496,7 @@ def main() -> None:
     parser.add_argument("--cohort", default=str(ROOT / "sample_data/cohort"))
     parser.add_argument("--models", default=str(ROOT / "sample_data/models"))
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--sections", default="startup,predict,latency,reader")
+    parser.add_argument("--sections", default="startup,predict,latency,onnx,reader")
     parser.add_argument("--default-threads", action="store_true",
                         help="Unset OMP_NUM_THREADS (each side's own thread choice).")  # fmt: skip
     parser.add_argument("--json", help="Write the raw figures here.")

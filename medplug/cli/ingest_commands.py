@@ -332,6 +332,12 @@ def predict(
     model: Path = typer.Option(None, "--model", file_okay=False, help="Model folder."),
     rules: str = typer.Option(None, "--rules", help="Series selection rules: JSON text or file."),
     as_json: bool = typer.Option(False, "--json", help="Print the Prediction as JSON."),
+    explain: bool = typer.Option(
+        True,
+        "--explain/--no-explain",
+        help="Compute the explanation (Grad-CAM heatmap); --no-explain lets the image "
+        "plugin use ONNX Runtime when installed (MEDPLUG_BACKEND).",
+    ),
 ) -> None:
     """Ingest PATH (plus optional report and clinical fields) and run one plugin on it.
 
@@ -360,6 +366,8 @@ def predict(
             ingest_s = time.perf_counter() - started
             progress.update(task, description=f"loading plugin {name}")
             runner = load_plugin(name, model)
+            if not explain and hasattr(runner, "explain"):
+                runner.explain = False
             progress.update(task, description=f"predicting with {name}")
             prediction = runner.predict(case)
     if as_json:

@@ -187,8 +187,15 @@ def create_app(settings: ServeSettings) -> FastAPI:
         slice_index: int | None = Query(
             None, alias="slice", description="Slice for the heatmap PNG (default: hottest)."
         ),
+        explain: bool = Query(
+            True,
+            description="Compute the explanation (heatmap); explain=false is faster "
+            "(the image plugin may use ONNX Runtime).",
+        ),
     ) -> Response:
         """Predict one study with ``plugin``."""
+        if not explain and output == "heatmap":
+            raise HTTPException(400, "output=heatmap needs the explanation (explain=true)")
         form = await _read_form(request, settings)
         report = _text_field(form, "report")
         clinical = _clinical(_text_field(form, "clinical"))
@@ -224,7 +231,9 @@ def create_app(settings: ServeSettings) -> FastAPI:
                         settings.max_unzipped_entry_bytes,
                     )
                     path = save_uploads(uploads, folder, limits)
-                case, prediction = service.predict_path(plugin, path, report, clinical)
+                case, prediction = service.predict_path(
+                    plugin, path, report, clinical, explain=explain
+                )
                 # No server path in any answer: the input is "upload" or "dicomweb".
                 prediction.provenance = neutral_sources(
                     prediction.provenance, Path(tmp), "dicomweb" if study_uid else "upload"

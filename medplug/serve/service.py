@@ -7,6 +7,7 @@ so the event loop only moves bytes and a slow study never blocks ``/health``.
 from __future__ import annotations
 
 import asyncio
+import copy
 import re
 import threading
 import uuid
@@ -31,7 +32,7 @@ class PredictionService:
     def __init__(self, settings: ServeSettings) -> None:
         self.settings = settings
         self.executor = ThreadPoolExecutor(settings.workers, thread_name_prefix="medplug-predict")
-        self._plugins: dict[str, Plugin] = {}
+        self._plugins: dict[tuple[str, bool], Plugin] = {}
         self._lock = threading.Lock()
 
     def model_dir(self, name: str) -> Path | None:
@@ -40,20 +41,36 @@ class PredictionService:
             raise PluginNotFoundError(f"no plugin named {name[:64]!r}")
         return self.settings.models_dir / name if self.settings.models_dir else None
 
-    def plugin(self, name: str) -> Plugin:
-        """The loaded plugin ``name``; loaded once, then shared by all requests."""
+    def plugin(self, name: str, explain: bool = True) -> Plugin:
+        """The loaded plugin ``name``; loaded once, then shared by all requests.
+
+        ``explain=False`` gets a shallow copy that skips explanations (same model
+        object, no second load), so requests never change each other's setting.
+        """
         with self._lock:
-            if name not in self._plugins:
-                self._plugins[name] = load_plugin(name, self.model_dir(name))
-            return self._plugins[name]
+            if (name, True) not in self._plugins:
+                self._plugins[(name, True)] = load_plugin(name, self.model_dir(name))
+            if explain:
+                return self._plugins[(name, True)]
+            if (name, False) not in self._plugins:
+                quiet = copy.copy(self._plugins[(name, True)])
+                if hasattr(quiet, "explain"):
+                    quiet.explain = False  # type: ignore[attr-defined]
+                self._plugins[(name, False)] = quiet
+            return self._plugins[(name, False)]
 
     def predict_path(
-        self, name: str, path: Path, report: str | None, clinical: dict[str, Any]
+        self,
+        name: str,
+        path: Path,
+        report: str | None,
+        clinical: dict[str, Any],
+        explain: bool = True,
     ) -> tuple[Case, Prediction]:
         """Read the study at ``path`` and predict it (runs in a worker thread)."""
         from medplug.ingest import load_case
 
-        plugin = self.plugin(name)
+        plugin = self.plugin(name, explain)
         case_id = f"upload-{uuid.uuid4().hex[:8]}"
         case = load_case(path, case_id=case_id, report=report, clinical=clinical or None)
         prediction = plugin.predict(case)

@@ -36,6 +36,15 @@ from medplug_image.config import ImageModelConfig
 from medplug_image.datasets import LabelledImages, is_npz, read_manifest, read_npz
 from medplug_image.gradcam import EnsembleExplainer
 from medplug_image.networks import EmbeddingHook, build_network
+from medplug_image.onnx_backend import (
+    AUTO_MAX_BATCH,
+    INSTALL_HINT,
+    ONNX_NAME,
+    OrtForward,
+    backend_choice,
+    load_ort_forward,
+    ort_available,
+)
 from medplug_image.preprocessing import build_preprocess, invert_to_input, preprocess_volume
 
 
@@ -60,6 +69,8 @@ class ImageClassifierPlugin(Plugin):
         info: PluginInfo,
         model_sha256: str | None = None,
         explain: bool = True,
+        folder: Path | None = None,
+        file_sha256: dict[str, str] | None = None,
     ) -> None:
         self.model = model.eval()
         self.config = config
@@ -69,6 +80,13 @@ class ImageClassifierPlugin(Plugin):
         self.explain = explain
         self.transform = build_preprocess(config)
         self._explainer: EnsembleExplainer | None = None
+        # ONNX Runtime for forward passes without explanation (see onnx_backend).
+        self.backend = backend_choice()
+        self._folder = folder
+        self._file_sha256 = file_sha256 or {}
+        self._ort: OrtForward | None = None
+        if self.backend == "onnx":
+            self._check_onnx_usable()
 
     # ----------------------------------------------------------------- description
 
@@ -117,8 +135,36 @@ class ImageClassifierPlugin(Plugin):
             raise ModelFileError(
                 f"{model_dir}: weights do not fit {config.network} ({str(exc)[:200]})"
             ) from exc
-        sha = stored.get("file_sha256", {}).get(WEIGHTS_NAME)
-        return cls(model, config, calibration, info, model_sha256=sha, explain=explain)
+        hashes = stored.get("file_sha256", {})
+        return cls(
+            model,
+            config,
+            calibration,
+            info,
+            model_sha256=hashes.get(WEIGHTS_NAME),
+            explain=explain,
+            folder=Path(model_dir),
+            file_sha256=hashes,
+        )
+
+    def _check_onnx_usable(self) -> None:
+        """``MEDPLUG_BACKEND=onnx`` asks for ORT: say why it cannot be used, up front."""
+        if not ort_available():
+            raise ModelFileError(f"MEDPLUG_BACKEND=onnx needs onnxruntime: {INSTALL_HINT}")
+        if self._folder is None or ONNX_NAME not in self._file_sha256:
+            raise ModelFileError(
+                f"{self._folder}: MEDPLUG_BACKEND=onnx but the model folder has no hashed "
+                f"{ONNX_NAME}; re-save it with onnxruntime installed, or run "
+                "medplug_image.onnx_backend.add_onnx_to_folder on it"
+            )
+
+    def uses_onnx(self, batch: int) -> bool:
+        """Whether a forward pass of ``batch`` cases runs in ONNX Runtime."""
+        if self.backend == "torch" or self.explain or ONNX_NAME not in self._file_sha256:
+            return False
+        if self.backend == "auto" and (batch > AUTO_MAX_BATCH or not ort_available()):
+            return False
+        return self._folder is not None
 
     # ----------------------------------------------------------------- prediction
 
@@ -198,9 +244,26 @@ class ImageClassifierPlugin(Plugin):
         tensor = preprocess_volume(case.image, self.transform, self.config, case.case_id)
         return _Prepared(case=case, tensor=tensor)
 
-    @torch.inference_mode()
     def _forward(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Logits (averaged over test-time flips) and embeddings of the plain view."""
+        if self.uses_onnx(len(images)):
+            return self._forward_onnx(images.numpy())
+        return self._forward_torch(images)
+
+    def _forward_onnx(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self._ort is None:
+            assert self._folder is not None
+            self._ort = load_ort_forward(self._folder, self._file_sha256)
+        logits, embeddings = self._ort(images)
+        if self.config.tta_flips:
+            views = [logits] + [
+                self._ort(np.flip(images, axis=2 + axis))[0] for axis in self.config.tta_flips
+            ]
+            logits = np.stack(views).mean(0)
+        return logits, embeddings
+
+    @torch.inference_mode()
+    def _forward_torch(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         hook = EmbeddingHook(self.model)
         try:
             logits = self.model(images)
@@ -227,6 +290,7 @@ class ImageClassifierPlugin(Plugin):
 
     def _predict_prepared(self, prepared: list[_Prepared]) -> list[Prediction]:
         images = torch.stack([p.tensor.as_tensor() for p in prepared])
+        backend = "onnxruntime" if self.uses_onnx(len(images)) else "torch"
         logits, embeddings = self._forward(images)
         probs = self.calibration.probabilities(logits)
         labels = self.config.labels
@@ -258,15 +322,16 @@ class ImageClassifierPlugin(Plugin):
                     },
                     embedding=embeddings[i],
                     explanation=explanation,
-                    provenance=self._provenance(item.case),
+                    provenance=self._provenance(item.case, backend),
                 )
             )
         return predictions
 
-    def _provenance(self, case: Case) -> dict[str, Any]:
+    def _provenance(self, case: Case, backend: str = "torch") -> dict[str, Any]:
         image = case.image
         assert image is not None
         return {
+            "backend": backend,
             "model_sha256": self.model_sha256,
             "network": self.config.network,
             "temperature": self.calibration.temperature,

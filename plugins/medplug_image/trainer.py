@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from medplug.errors import MedplugError
 from medplug.evaluation import binary_metrics
-from medplug.model_folder import save_model_folder, sha256_file
+from medplug.model_folder import save_weights, sha256_file, write_config
 from medplug_image import PLUGIN_NAME, PLUGIN_VERSION
 from medplug_image.calibrate import fit_calibration
 from medplug_image.config import ImageModelConfig
 from medplug_image.datasets import LabelledImages, is_npz, read_manifest, read_npz, split_train_val
+from medplug_image.onnx_backend import INSTALL_HINT, export_onnx, ort_available
 from medplug_image.plugin import ImageClassifierPlugin
 from medplug_image.training import TrainResult, to_tensors, train_model
 
@@ -81,5 +84,26 @@ def fit_model_folder(
         },
         "metrics": metrics,
     }
-    folder = save_model_folder(out, result.model.state_dict(), stored)
+    folder = save_image_model(Path(out), result.model, config, stored)
     return folder, result, metrics
+
+
+log = logging.getLogger("medplug.models")
+
+
+def save_image_model(folder: Path, model: Any, config: ImageModelConfig, stored: dict) -> Path:
+    """Weights, ``model.onnx`` (when onnxruntime is installed) and ``medplug.json``.
+
+    The ONNX file is optional: an export that fails or does not match torch is
+    logged and left out, and the model serves with torch as before.
+    """
+    hashed = [save_weights(folder, model.state_dict())]
+    if ort_available():
+        try:
+            hashed.append(export_onnx(model, config, folder))
+        except (MedplugError, RuntimeError, ValueError) as exc:
+            log.warning("%s: no ONNX export, torch only (%s)", folder, exc)
+    else:
+        log.info("%s: onnxruntime not installed, no model.onnx (%s)", folder, INSTALL_HINT)
+    write_config(folder, stored, hashed)
+    return folder
