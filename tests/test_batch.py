@@ -19,8 +19,6 @@ import pytest
 from batch_support import (
     dciodvfy_errors,
     env_with,
-    install_intensity_plugin,
-    intensity_model,
     tool,
 )
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
@@ -42,16 +40,6 @@ from medplug.errors import DataError, MedplugError
 from medplug.ingest import LOAD_CATEGORIES
 
 needs_dciodvfy = pytest.mark.skipif(tool("dciodvfy") is None, reason="dciodvfy not installed")
-
-
-@pytest.fixture(scope="module")
-def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return install_intensity_plugin(tmp_path_factory.mktemp("intensity_plugin"))
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return intensity_model(tmp_path_factory.mktemp("intensity_model"), centre=-800.0, scale=20.0)
 
 
 def run_medplug(args: list[str], site: Path, **kwargs) -> subprocess.CompletedProcess:
@@ -229,15 +217,15 @@ def make_source(cohort: Path, root: Path, n_good: int) -> tuple[Path, Path]:
 
 @needs_dciodvfy
 def test_folder_batch_writes_one_record_per_study_and_isolates_bad_ones(
-    sample_cohort: Path, plugin_site: Path, model_dir: Path, tmp_path: Path
+    sample_cohort: Path, intensity_site: Path, intensity_dir: Path, tmp_path: Path
 ) -> None:
     source, manifest = make_source(sample_cohort, tmp_path, n_good=4)
     rows = cohort_rows(sample_cohort)[:5]
     out = tmp_path / "out"
     result = run_medplug(
-        ["batch", str(source), "--plugin", "mean-intensity", "--model", str(model_dir),
+        ["batch", str(source), "--plugin", "mean-intensity", "--model", str(intensity_dir),
          "--out", str(out), "--manifest", str(manifest), "--workers", "2", "--no-progress"],
-        plugin_site,
+        intensity_site,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     records = read_jsonl(out / "results.jsonl")
@@ -291,7 +279,7 @@ def test_folder_batch_writes_one_record_per_study_and_isolates_bad_ones(
 
 
 def test_a_plugin_that_cannot_load_stops_the_batch_before_any_study(
-    sample_cohort: Path, plugin_site: Path, tmp_path: Path
+    sample_cohort: Path, intensity_site: Path, tmp_path: Path
 ) -> None:
     """Plugins load on a thread during discovery; their error still ends the run cleanly."""
     source, manifest = make_source(sample_cohort, tmp_path, n_good=2)
@@ -299,7 +287,7 @@ def test_a_plugin_that_cannot_load_stops_the_batch_before_any_study(
     result = run_medplug(
         ["batch", str(source), "--plugin", "mean-intensity", "--model", str(tmp_path / "none"),
          "--out", str(out), "--workers", "2", "--no-progress"],
-        plugin_site,
+        intensity_site,
     )  # fmt: skip
     assert result.returncode != 0
     assert "has no model folder" in result.stdout + result.stderr
@@ -308,7 +296,7 @@ def test_a_plugin_that_cannot_load_stops_the_batch_before_any_study(
 
 
 def test_deidentified_outputs_use_a_consistent_local_pseudonym_map(
-    sample_cohort: Path, plugin_site: Path, model_dir: Path, tmp_path: Path
+    sample_cohort: Path, intensity_site: Path, intensity_dir: Path, tmp_path: Path
 ) -> None:
     source = tmp_path / "source"
     row = cohort_rows(sample_cohort)[0]
@@ -317,10 +305,10 @@ def test_deidentified_outputs_use_a_consistent_local_pseudonym_map(
     records = []
     for name in ("out1", "out2"):
         result = run_medplug(
-            ["batch", str(source), "--plugin", "mean-intensity", "--model", str(model_dir),
+            ["batch", str(source), "--plugin", "mean-intensity", "--model", str(intensity_dir),
              "--out", str(tmp_path / name), "--deidentify", "--pseudonym-map",
              str(pseudonym_map), "--workers", "0", "--no-progress"],
-            plugin_site,
+            intensity_site,
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
         (record,) = read_jsonl(tmp_path / name / "results.jsonl")
@@ -344,16 +332,16 @@ def test_deidentified_outputs_use_a_consistent_local_pseudonym_map(
 
 
 def test_kill_9_mid_batch_then_rerun_gives_every_study_exactly_once(
-    sample_cohort: Path, plugin_site: Path, model_dir: Path, tmp_path: Path
+    sample_cohort: Path, intensity_site: Path, intensity_dir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
     args = ["batch", str(sample_cohort / "cases"), "--plugin", "mean-intensity",
-            "--model", str(model_dir), "--out", str(out), "--workers", "1",
+            "--model", str(intensity_dir), "--out", str(out), "--workers", "1",
             "--batch-size", "1", "--no-progress"]  # fmt: skip
     slow = {"MEDPLUG_TEST_PLUGIN_SLEEP": "0.3"}
     process = subprocess.Popen(
         [sys.executable, "-m", "medplug.cli.main", *args],
-        env=env_with(plugin_site) | slow,
+        env=env_with(intensity_site) | slow,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # its own process group: kill it and its workers at once
@@ -380,7 +368,7 @@ def test_kill_9_mid_batch_then_rerun_gives_every_study_exactly_once(
         states = dict(db.execute("SELECT state, COUNT(*) FROM studies GROUP BY state").fetchall())
     assert 3 <= states.get("done", 0) < 12
 
-    result = run_medplug(args, plugin_site)
+    result = run_medplug(args, intensity_site)
     assert result.returncode == 0, result.stderr
     records = read_jsonl(out / "results.jsonl")
     uids = [r["study_uid"] for r in records]

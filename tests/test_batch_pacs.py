@@ -17,8 +17,6 @@ from batch_support import (
     dciodvfy_errors,
     env_with,
     free_port,
-    install_intensity_plugin,
-    intensity_model,
     tool,
 )
 
@@ -28,16 +26,6 @@ pytestmark = [
     pytest.mark.skipif(tool("storescu") is None, reason="dcmtk storescu not installed"),
 ]
 N_STUDIES = 3
-
-
-@pytest.fixture(scope="module")
-def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return install_intensity_plugin(tmp_path_factory.mktemp("intensity_plugin"))
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return intensity_model(tmp_path_factory.mktemp("intensity_model"), centre=-800.0, scale=20.0)
 
 
 @pytest.fixture(scope="module")
@@ -66,16 +54,17 @@ def fetch_instance(orthanc: OrthancServer, study_uid: str, series_uid: str, targ
 
 
 def test_dicomweb_batch_pushes_a_valid_sr_into_each_source_study(
-    orthanc: OrthancServer, plugin_site: Path, model_dir: Path, tmp_path: Path
+    orthanc: OrthancServer, intensity_site: Path, intensity_dir: Path, tmp_path: Path
 ) -> None:
     studies = orthanc.get("/dicom-web/studies")
     study_uids = sorted(item["0020000D"]["Value"][0] for item in studies)
     assert len(study_uids) == N_STUDIES
     result = subprocess.run(
         [sys.executable, "-m", "medplug.cli.main", "batch", orthanc.dicomweb,
-         "--plugin", "mean-intensity", "--model", str(model_dir), "--out", str(tmp_path / "out"),
+         "--plugin", "mean-intensity", "--model", str(intensity_dir),
+         "--out", str(tmp_path / "out"),
          "--filter", "ModalitiesInStudy=CT", "--no-progress", "--workers", "1"],
-        env=env_with(plugin_site), capture_output=True, text=True,
+        env=env_with(intensity_site), capture_output=True, text=True,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").open()]
@@ -95,9 +84,10 @@ def test_dicomweb_batch_pushes_a_valid_sr_into_each_source_study(
     # Rerunning is a no-op: nothing is pushed twice.
     rerun = subprocess.run(
         [sys.executable, "-m", "medplug.cli.main", "batch", orthanc.dicomweb,
-         "--plugin", "mean-intensity", "--model", str(model_dir), "--out", str(tmp_path / "out"),
+         "--plugin", "mean-intensity", "--model", str(intensity_dir),
+         "--out", str(tmp_path / "out"),
          "--no-progress"],
-        env=env_with(plugin_site), capture_output=True, text=True,
+        env=env_with(intensity_site), capture_output=True, text=True,
     )  # fmt: skip
     assert rerun.returncode == 0, rerun.stderr
     assert len((tmp_path / "out" / "results.jsonl").read_text().splitlines()) == N_STUDIES
@@ -105,16 +95,20 @@ def test_dicomweb_batch_pushes_a_valid_sr_into_each_source_study(
 
 
 def test_listener_accepts_allowed_ae_only_and_forwards_the_sr_by_c_store(
-    orthanc: OrthancServer, plugin_site: Path, model_dir: Path, tmp_path: Path, sample_cohort: Path
+    orthanc: OrthancServer,
+    intensity_site: Path,
+    intensity_dir: Path,
+    tmp_path: Path,
+    sample_cohort: Path,
 ) -> None:
     port = free_port()
     out = tmp_path / "listen"
     listener = subprocess.Popen(
         [sys.executable, "-m", "medplug.cli.main", "listen", "--ae-title", "MEDPLUG",
-         "--port", str(port), "--plugin", "mean-intensity", "--model", str(model_dir),
+         "--port", str(port), "--plugin", "mean-intensity", "--model", str(intensity_dir),
          "--allow", "CTSCANNER", "--forward-to", f"{orthanc.aet}@127.0.0.1:{orthanc.dicom_port}",
          "--out", str(out), "--quiet-seconds", "1.5"],
-        env=env_with(plugin_site), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env_with(intensity_site), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
         case = sample_cohort / "cases" / "case0005" / "dicom"  # uncompressed: storescu sends as is

@@ -30,8 +30,6 @@ from batch_support import (
     OrthancServer,
     env_with,
     free_port,
-    install_intensity_plugin,
-    intensity_model,
 )
 from pydicom.uid import JPEG2000Lossless
 
@@ -50,20 +48,10 @@ FAST_RETRIES = ["--retries", "60", "--retry-max-wait", "1", "--network-timeout",
 J2K_CASE = "case0010"  # the sample cohort writes this case in JPEG 2000 Lossless
 
 
-@pytest.fixture(scope="module")
-def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return install_intensity_plugin(tmp_path_factory.mktemp("intensity_plugin"))
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return intensity_model(tmp_path_factory.mktemp("intensity_model"), centre=-800.0, scale=20.0)
-
-
-def batch_command(source: str, model_dir: Path, out: Path, *extra: str) -> list[str]:
+def batch_command(source: str, intensity_dir: Path, out: Path, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "medplug.cli.main", "batch", source, "--plugin", "mean-intensity",
-        "--model", str(model_dir), "--out", str(out), "--no-progress", *extra,
+        "--model", str(intensity_dir), "--out", str(out), "--no-progress", *extra,
     ]  # fmt: skip
 
 
@@ -189,7 +177,7 @@ def test_a_permanent_http_error_is_not_retried(qido: ThreadingHTTPServer) -> Non
 
 @needs_orthanc
 def test_orthanc_outage_mid_run_is_ridden_out_and_counted(
-    plugin_site: Path, model_dir: Path, tmp_path: Path, sample_cohort: Path
+    intensity_site: Path, intensity_dir: Path, tmp_path: Path, sample_cohort: Path
 ) -> None:
     """Orthanc frozen (timeouts), then stopped and restarted on its storage: every study ok."""
     server = OrthancServer(tmp_path / "orthanc").start()
@@ -199,9 +187,9 @@ def test_orthanc_outage_mid_run_is_ridden_out_and_counted(
         for case in cases:
             upload(server, sample_cohort / "cases" / case / "dicom")
         run = subprocess.Popen(
-            batch_command(server.dicomweb, model_dir, out, "--workers", "1", "--batch-size", "1",
-                          *FAST_RETRIES),
-            env=env_with(plugin_site) | {"MEDPLUG_TEST_PLUGIN_SLEEP": "0.6"},
+            batch_command(server.dicomweb, intensity_dir, out, "--workers", "1",
+                          "--batch-size", "1", *FAST_RETRIES),
+            env=env_with(intensity_site) | {"MEDPLUG_TEST_PLUGIN_SLEEP": "0.6"},
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         try:
@@ -245,14 +233,14 @@ def test_orthanc_outage_mid_run_is_ridden_out_and_counted(
 
 @needs_orthanc
 def test_source_down_at_start_is_one_clear_line(
-    plugin_site: Path, model_dir: Path, tmp_path: Path
+    intensity_site: Path, intensity_dir: Path, tmp_path: Path
 ) -> None:
     url = f"http://127.0.0.1:{free_port()}/dicom-web"  # nothing listens there
     started = time.monotonic()
     result = subprocess.run(
-        batch_command(url, model_dir, tmp_path / "out", "--retries", "2",
+        batch_command(url, intensity_dir, tmp_path / "out", "--retries", "2",
                       "--retry-max-wait", "0.2"),
-        env=env_with(plugin_site), capture_output=True, text=True, timeout=120,
+        env=env_with(intensity_site), capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode != 0
     line = one_error_line(result.stderr)
@@ -319,7 +307,11 @@ def folder_source(tmp_path: Path, sample_cohort: Path, cases: list[str]) -> Path
 
 
 def test_disk_full_stops_with_one_line_and_resume_finishes_every_study_once(
-    plugin_site: Path, model_dir: Path, tmp_path: Path, sample_cohort: Path, small_disk: Path
+    intensity_site: Path,
+    intensity_dir: Path,
+    tmp_path: Path,
+    sample_cohort: Path,
+    small_disk: Path,
 ) -> None:
     cases = [f"case{i:04d}" for i in (1, 2, 3, 5, 6, 8, 9, 12)]
     source = folder_source(tmp_path, sample_cohort, cases)
@@ -328,9 +320,9 @@ def test_disk_full_stops_with_one_line_and_resume_finishes_every_study_once(
     ballast = small_disk / "ballast"
     free = shutil.disk_usage(small_disk).free
     ballast.write_bytes(b"\0" * (free - 260 * 1024))
-    command = batch_command(str(source), model_dir, out, "--workers", "1", "--batch-size", "2")
+    command = batch_command(str(source), intensity_dir, out, "--workers", "1", "--batch-size", "2")
     full = subprocess.run(
-        command, env=env_with(plugin_site), capture_output=True, text=True, timeout=180
+        command, env=env_with(intensity_site), capture_output=True, text=True, timeout=180
     )
     assert full.returncode != 0, full.stdout
     line = one_error_line(full.stderr)
@@ -342,7 +334,7 @@ def test_disk_full_stops_with_one_line_and_resume_finishes_every_study_once(
 
     ballast.unlink()
     resumed = subprocess.run(
-        command, env=env_with(plugin_site), capture_output=True, text=True, timeout=180
+        command, env=env_with(intensity_site), capture_output=True, text=True, timeout=180
     )
     assert resumed.returncode == 0, resumed.stderr
     found = records(out)
@@ -379,14 +371,18 @@ def test_storage_problems_are_told_apart_from_bad_studies(tmp_path: Path) -> Non
 
 
 def test_read_only_output_is_one_clear_line(
-    plugin_site: Path, model_dir: Path, tmp_path: Path, sample_cohort: Path, small_disk: Path
+    intensity_site: Path,
+    intensity_dir: Path,
+    tmp_path: Path,
+    sample_cohort: Path,
+    small_disk: Path,
 ) -> None:
     source = folder_source(tmp_path, sample_cohort, ["case0001"])
     (small_disk / "out").mkdir()
     subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
     result = subprocess.run(
-        batch_command(str(source), model_dir, small_disk / "out", "--workers", "1"),
-        env=env_with(plugin_site), capture_output=True, text=True, timeout=120,
+        batch_command(str(source), intensity_dir, small_disk / "out", "--workers", "1"),
+        env=env_with(intensity_site), capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode != 0
     line = one_error_line(result.stderr)
@@ -404,13 +400,13 @@ def _gone(process: psutil.Process) -> bool:
 
 
 def test_kill_9_of_the_run_leaves_no_process_behind(
-    plugin_site: Path, model_dir: Path, tmp_path: Path, sample_cohort: Path
+    intensity_site: Path, intensity_dir: Path, tmp_path: Path, sample_cohort: Path
 ) -> None:
     source = folder_source(tmp_path, sample_cohort, [f"case{i:04d}" for i in (1, 2, 3, 5)])
     out = tmp_path / "out"
     run = subprocess.Popen(
-        batch_command(str(source), model_dir, out, "--workers", "2", "--batch-size", "1"),
-        env=env_with(plugin_site) | {"MEDPLUG_TEST_PLUGIN_SLEEP": "5"},
+        batch_command(str(source), intensity_dir, out, "--workers", "2", "--batch-size", "1"),
+        env=env_with(intensity_site) | {"MEDPLUG_TEST_PLUGIN_SLEEP": "5"},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     main = psutil.Process(run.pid)
