@@ -103,3 +103,24 @@ class EmbeddingHook:
     def remove(self) -> None:
         for handle in self._handles:
             handle.remove()
+
+
+class LogitsAndEmbedding(nn.Module):
+    """The network with its embedding (the classifier's input) as a second output.
+
+    One forward pass for both: the plugin's torch path and the ONNX export use it.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hook = EmbeddingHook(self.model)
+        try:
+            logits = self.model(images)
+            embedding = hook.value
+        finally:
+            hook.remove()
+        assert embedding is not None
+        return logits, embedding

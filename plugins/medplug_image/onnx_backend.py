@@ -32,7 +32,7 @@ from torch import nn
 from medplug.errors import InputError, ModelFileError
 from medplug.model_folder import CONFIG_NAME, read_config, write_config
 from medplug_image.config import ImageModelConfig
-from medplug_image.networks import EmbeddingHook
+from medplug_image.networks import LogitsAndEmbedding
 
 ONNX_NAME = "model.onnx"
 BACKEND_ENV = "MEDPLUG_BACKEND"
@@ -62,24 +62,6 @@ def ort_available() -> bool:
         return False
 
 
-class _LogitsAndEmbedding(nn.Module):
-    """The network with its embedding (the classifier's input) as a second output."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        hook = EmbeddingHook(self.model)
-        try:
-            logits = self.model(images)
-            embedding = hook.value
-        finally:
-            hook.remove()
-        assert embedding is not None
-        return logits, embedding
-
-
 def export_onnx(model: nn.Module, config: ImageModelConfig, folder: Path) -> str:
     """Write ``folder/model.onnx`` and check it against torch; returns the file name.
 
@@ -87,7 +69,7 @@ def export_onnx(model: nn.Module, config: ImageModelConfig, folder: Path) -> str
     torch's by more than ``EXPORT_TOLERANCE`` on random inputs.
     """
     path = Path(folder) / ONNX_NAME
-    wrapper = _LogitsAndEmbedding(model.eval()).eval()
+    wrapper = LogitsAndEmbedding(model.eval()).eval()
     example = torch.randn(2, config.in_channels, *config.spatial_size)
     try:
         with warnings.catch_warnings():

@@ -35,7 +35,7 @@ from medplug_image.calibrate import Calibration
 from medplug_image.config import ImageModelConfig
 from medplug_image.datasets import LabelledImages, is_npz, read_manifest, read_npz
 from medplug_image.gradcam import EnsembleExplainer
-from medplug_image.networks import EmbeddingHook, build_network
+from medplug_image.networks import LogitsAndEmbedding, build_network
 from medplug_image.onnx_backend import (
     AUTO_MAX_BATCH,
     INSTALL_HINT,
@@ -264,12 +264,7 @@ class ImageClassifierPlugin(Plugin):
 
     @torch.inference_mode()
     def _forward_torch(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        hook = EmbeddingHook(self.model)
-        try:
-            logits = self.model(images)
-            embeddings = hook.value
-        finally:
-            hook.remove()
+        logits, embeddings = LogitsAndEmbedding(self.model)(images)
         if self.config.tta_flips:
             views = [logits] + [
                 self.model(torch.flip(images, dims=[2 + axis])) for axis in self.config.tta_flips
