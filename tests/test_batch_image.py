@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -81,3 +82,22 @@ def test_batch_with_the_image_plugin_matches_its_own_predict(
             for name, path in record["provenance"]["files"].items():
                 if name != "fhir":  # JSON, validated in test_fhir / test_batch
                     assert dciodvfy_errors(out / path) == [], path
+
+
+def test_no_heatmaps_skips_the_explanation_itself(
+    sample_cohort: Path, image_model: Path, tmp_path: Path
+) -> None:
+    """--no-heatmaps: no secondary capture, and no Grad-CAM computed only to be dropped."""
+    source = tmp_path / "source"
+    shutil.copytree(sample_cohort / "cases" / "case0001" / "dicom", source / "a")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "medplug.cli.main", "batch", str(source),
+               "--plugin", PLUGIN, "--model", str(image_model), "--out", str(out),
+               "--workers", "0", "--no-heatmaps", "--no-progress"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (record,) = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert record["status"] == "ok", record["errors"]
+    assert set(record["provenance"]["files"]) == {"sr", "fhir"}
+    prediction = record["results"][0]["prediction"]
+    assert prediction["explanation"] is None

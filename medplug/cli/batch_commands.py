@@ -28,6 +28,14 @@ def _load_plugins(names: list[str], model_dirs: list[Path] | None):
     ]
 
 
+def _skip_explanations(plugins: list) -> None:
+    """With --no-heatmaps nothing reads a heatmap: plugins that can skip computing one
+    (the image plugin's ``explain``; Grad-CAM is a backward pass per study) do."""
+    for loaded in plugins:
+        if hasattr(loaded, "explain"):
+            loaded.explain = False
+
+
 def _load_plugins_in_background(names: list[str], model_dirs: list[Path] | None) -> Future:
     """Import and load the plugins on a thread while the worker processes find the studies.
 
@@ -188,6 +196,8 @@ def batch(
             else discover_folder(Path(source), workers=max(workers, 1), pool=pool)
         )
         plugins = loading.result() if loading is not None else _load_plugins(plugin, model)
+        if not heatmaps:
+            _skip_explanations(plugins)
         _freeze_loaded_heap()
         destination = None
         if push_to:
