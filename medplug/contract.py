@@ -191,6 +191,73 @@ class Explanation:
     modality_contributions: dict[str, float] | None = None
 
 
+@dataclass(frozen=True)
+class CodedConcept:
+    """A coded term (DICOM ``Code Value``, ``Coding Scheme Designator``, ``Code Meaning``)."""
+
+    value: str
+    scheme: str
+    meaning: str
+
+
+# SNOMED CT terms most segmentation plugins need; plugins may pass any other coded term.
+MORPHOLOGICALLY_ABNORMAL_STRUCTURE = CodedConcept(
+    "49755003", "SCT", "Morphologically Abnormal Structure"
+)
+LESION = CodedConcept("52988006", "SCT", "Lesion")
+TISSUE = CodedConcept("85756007", "SCT", "Tissue")
+ORGAN = CodedConcept("113343008", "SCT", "Organ")
+
+
+@dataclass
+class Segment:
+    """One labelled region of a ``Segmentation``: its value in the label map and what it is."""
+
+    value: int  # the label map's value for this segment (1, 2, ...; 0 is background)
+    label: str  # short name shown in viewers, e.g. "lesion"
+    category: CodedConcept = MORPHOLOGICALLY_ABNORMAL_STRUCTURE
+    type: CodedConcept = LESION
+
+
+@dataclass
+class Segmentation:
+    """A plugin's mask output: an integer label map on the input image's own grid.
+
+    ``label_map`` has exactly the input ``ImageVolume.array`` shape (i, j[, k]) and
+    the same affine, so writers (DICOM SEG, NIfTI, viewers) place it on the source
+    slices without resampling. ``check_geometry`` enforces this before anything is
+    written, so a plugin bug becomes an error record, never a misplaced object.
+    """
+
+    label_map: np.ndarray
+    segments: list[Segment] = field(default_factory=list)
+    affine: np.ndarray | None = None  # None: the input image's affine
+
+    def check_geometry(self, image: ImageVolume, *, tolerance_mm: float = 1e-3) -> None:
+        """Raise ``PluginError`` unless the mask sits exactly on ``image``'s voxels."""
+        if tuple(self.label_map.shape) != tuple(image.array.shape):
+            raise PluginError(
+                f"segmentation has shape {tuple(self.label_map.shape)} but the input image "
+                f"has shape {tuple(image.array.shape)}"
+            )
+        if not np.issubdtype(self.label_map.dtype, np.integer) and self.label_map.dtype != bool:
+            raise PluginError(f"segmentation label map must be integer, got {self.label_map.dtype}")
+        if self.affine is not None and not np.allclose(
+            np.asarray(self.affine, dtype=float), image.affine, atol=tolerance_mm
+        ):
+            raise PluginError("segmentation affine differs from the input image's affine")
+        declared = {segment.value for segment in self.segments}
+        present = {int(v) for v in np.unique(self.label_map)} - {0}
+        undeclared = sorted(present - declared)
+        if undeclared:
+            raise PluginError(f"segmentation uses label values {undeclared} with no Segment")
+
+    def volume_ml(self, segment: Segment, spacing_mm: Sequence[float]) -> float:
+        """The segment's volume in millilitres, from the voxel count and voxel spacing."""
+        voxel_ml = float(np.prod(np.asarray(spacing_mm, dtype=float))) / 1000.0
+        return float(np.count_nonzero(self.label_map == segment.value)) * voxel_ml
+
+
 @dataclass
 class Prediction:
     """One plugin's answer for one case. ``to_json`` keeps every field a viewer needs."""
@@ -207,6 +274,7 @@ class Prediction:
     outputs: dict[str, Any] = field(default_factory=dict)  # e.g. survival risk
     elapsed_s: float = 0.0
     error: dict[str, str] | None = None  # set when this case could not be predicted
+    segmentation: Segmentation | None = None  # plugins whose info.outputs has "segmentation"
 
     @property
     def failed(self) -> bool:
@@ -226,7 +294,23 @@ class Prediction:
                     (str(tok), float(val)) for tok, val in explanation["token_attributions"]
                 ]
             explanation = Explanation(**explanation)
-        return cls(**decoded, explanation=explanation)
+        segmentation = decoded.pop("segmentation", None)
+        if segmentation is not None:
+            segmentation = Segmentation(
+                label_map=segmentation["label_map"],
+                affine=segmentation.get("affine"),
+                segments=[_segment_from_dict(item) for item in segmentation.get("segments", [])],
+            )
+        return cls(**decoded, explanation=explanation, segmentation=segmentation)
+
+
+def _segment_from_dict(data: Mapping[str, Any]) -> Segment:
+    return Segment(
+        value=int(data["value"]),
+        label=str(data["label"]),
+        category=CodedConcept(**data["category"]),
+        type=CodedConcept(**data["type"]),
+    )
 
 
 def _encode(value: Any) -> Any:
@@ -317,6 +401,11 @@ class Plugin(ABC):
         self.check_case(case)
         started = time.perf_counter()
         prediction = self._predict(case)
+        if prediction.segmentation is not None:
+            image = case.image
+            if image is None:
+                raise PluginError("plugin returned a segmentation for a case without an image")
+            prediction.segmentation.check_geometry(image)
         if not prediction.elapsed_s:
             prediction.elapsed_s = time.perf_counter() - started
         return prediction

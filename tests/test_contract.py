@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from medplug.contract import (
+    LESION,
     Case,
     Explanation,
     ImageVolume,
@@ -16,8 +17,10 @@ from medplug.contract import (
     Plugin,
     PluginInfo,
     Prediction,
+    Segment,
+    Segmentation,
 )
-from medplug.errors import InputError, MissingInputError
+from medplug.errors import InputError, MissingInputError, PluginError
 
 
 class MeanIntensityPlugin(Plugin):
@@ -145,3 +148,53 @@ def test_predict_batch_isolates_a_bad_case() -> None:
     assert bad.failed and bad.label is None and bad.case_id == "no-image"
     assert bad.error is not None and bad.error["type"] == "MissingInputError"
     assert Prediction.from_json(bad.to_json()).error == bad.error
+
+
+class ThresholdSegmenter(MeanIntensityPlugin):
+    """Returns a mask of the bright pixels; ``shape_bug`` makes it return the wrong shape."""
+
+    name = "threshold-seg"
+    shape_bug = False
+
+    def _predict(self, case: Case) -> Prediction:
+        prediction = super()._predict(case)
+        image = case.image
+        assert image is not None
+        mask = (image.array > 0.5).astype(np.uint8)
+        if self.shape_bug:
+            mask = mask[:-1]
+        prediction.segmentation = Segmentation(
+            label_map=mask, segments=[Segment(value=1, label="bright")]
+        )
+        return prediction
+
+
+def test_segmentation_round_trips_and_measures_its_volume() -> None:
+    array = np.zeros((8, 6), dtype=np.float32)
+    array[2:4, 1:4] = 1.0
+    image = ImageVolume(array=array, affine=np.diag([0.5, 2.0, 1.0, 1.0]))
+    prediction = ThresholdSegmenter().predict(Case(case_id="c1", images=[image]))
+    restored = Prediction.from_json(json.loads(json.dumps(prediction.to_json())))
+    assert restored.segmentation is not None
+    assert np.array_equal(restored.segmentation.label_map, prediction.segmentation.label_map)
+    assert restored.segmentation.segments == [Segment(value=1, label="bright")]
+    assert restored.segmentation.segments[0].type == LESION
+    # 6 voxels of 0.5 x 2.0 x 1.0 mm = 6 mm^3 = 0.006 mL
+    volume = restored.segmentation.volume_ml(restored.segmentation.segments[0], image.spacing)
+    assert volume == pytest.approx(0.006)
+
+
+def test_segmentation_of_the_wrong_shape_is_an_error_record_not_an_object() -> None:
+    plugin = ThresholdSegmenter()
+    plugin.shape_bug = True
+    good = Case(case_id="ok", images=[ImageVolume(array=np.ones((4, 4), dtype=np.float32))])
+    [prediction] = plugin.predict_batch([good])
+    assert prediction.failed and prediction.segmentation is None
+    assert "segmentation has shape (3, 4)" in prediction.error["message"]
+
+
+def test_segmentation_with_undeclared_labels_is_refused() -> None:
+    mask = np.array([[0, 1], [2, 0]], dtype=np.uint8)
+    segmentation = Segmentation(label_map=mask, segments=[Segment(value=1, label="a")])
+    with pytest.raises(PluginError, match=r"label values \[2\]"):
+        segmentation.check_geometry(ImageVolume(array=np.zeros((2, 2), dtype=np.float32)))
