@@ -15,7 +15,7 @@ DEMO_CASES ?= 48
 MODELS := sample_data/models
 export MEDPLUG_MODELS := $(abspath $(MODELS))
 
-.PHONY: venv system-packages demo test lint fuzz sample-data demo-models bench bench-ingest bench-image bench-text bench-fusion bench-batch bench-serve bench-startup clean
+.PHONY: venv system-packages demo viewer ohif test lint fuzz sample-data demo-models bench bench-ingest bench-image bench-text bench-fusion bench-batch bench-serve bench-startup clean
 
 venv: $(VENV)/.installed
 
@@ -36,6 +36,15 @@ demo-models: sample-data
 demo: demo-models
 	$(PY) -m medplug.demo run --cohort $(HOLDOUT) --models $(MODELS)
 
+# OHIF's published build (npm @ohif/app, pinned and integrity-checked) in .cache/ohif.
+ohif: venv
+	$(PY) -m medplug.ohif.install --cache .cache/ohif
+
+# The held-out cohort and its batch results in OHIF, on 127.0.0.1 (Ctrl-C stops it).
+VIEWER_PORT ?= 8765
+viewer: demo-models ohif system-packages
+	$(PY) -m medplug.ohif.demo --cohort $(HOLDOUT) --models $(MODELS) --cache .cache/ohif --port $(VIEWER_PORT)
+
 # Debian packages the tests use for real (Orthanc, dcmtk, dciodvfy, Chromium, Xvfb):
 # installed when this user can (root or password-less sudo), else listed with the
 # tests that will be skipped.
@@ -43,6 +52,7 @@ system-packages:
 	@bash scripts/system-packages.sh
 
 test: venv system-packages
+	$(PY) -m medplug.ohif.install --cache .cache/ohif || echo "OHIF not installed: tests/test_viewer_ohif.py will be skipped"
 	$(PY) -m pytest -q -ra
 
 lint: venv
@@ -83,4 +93,4 @@ bench-startup: demo-models
 bench: bench-ingest bench-image bench-text bench-fusion bench-batch bench-serve
 
 clean:
-	rm -rf $(VENV) $(SAMPLE) $(HOLDOUT) $(MODELS) benchmarks/work
+	rm -rf $(VENV) $(SAMPLE) $(HOLDOUT) $(MODELS) benchmarks/work .cache/ohif
