@@ -84,9 +84,28 @@ def study(tmp_path_factory, intensity_site: Path, intensity_dir: Path):
         yield {
             "orthanc": orthanc,
             "uid": study_uid,
-            "sr": pydicom.dcmread(next((out / "sr").glob("*.dcm"))),
             "ct": pydicom.dcmread(files[0], stop_before_pixels=True),
+            "ct_files": files,
+            "outputs": outputs_by_kind(out),
         }
+
+
+SOP_KINDS = {
+    "1.2.840.10008.5.1.4.1.1.88.34": "sr",
+    "1.2.840.10008.5.1.4.1.1.7": "sc",
+    "1.2.840.10008.5.1.4.1.1.30": "pm",
+    "1.2.840.10008.5.1.4.1.1.66.4": "seg",
+}
+
+
+def outputs_by_kind(out: Path) -> dict[str, list[pydicom.Dataset]]:
+    """The DICOM objects a batch wrote, by kind (SR, SC, PM, SEG), read back with pydicom."""
+    kinds: dict[str, list[pydicom.Dataset]] = {}
+    for path in sorted(out.rglob("*.dcm")):
+        dataset = pydicom.dcmread(path)
+        kind = SOP_KINDS.get(str(dataset.SOPClassUID), str(dataset.SOPClassUID))
+        kinds.setdefault(kind, []).append(dataset)
+    return kinds
 
 
 @pytest.fixture
@@ -161,9 +180,7 @@ def thumbnail(driver, description: str):
 
 def viewport_pixels(driver) -> np.ndarray:
     """The active viewport as RGB pixels, from a screenshot (WebGL canvases read blank)."""
-    (grid,) = driver.find_elements(By.CSS_SELECTOR, "[data-cy='viewport-grid']") or [
-        driver.find_element(By.TAG_NAME, "canvas")
-    ]
+    grid = driver.find_element(By.CSS_SELECTOR, "[data-cy='viewport-grid']")
     box = grid.rect
     ratio = driver.execute_script("return window.devicePixelRatio") or 1
     image = Image.open(io.BytesIO(driver.get_screenshot_as_png())).convert("RGB")
@@ -252,50 +269,196 @@ def sr_values(sr: pydicom.Dataset) -> tuple[str, dict[str, str]]:
     return finding, probabilities
 
 
+def segment_instances(seg: pydicom.Dataset, ct_files: list[Path]) -> set[int]:
+    """InstanceNumbers of the CT slices that the SEG's frames lie on (from its references)."""
+    numbers = {
+        str(ds.SOPInstanceUID): int(ds.InstanceNumber)
+        for ds in (pydicom.dcmread(p, stop_before_pixels=True) for p in ct_files)
+    }
+    found = set()
+    for frame in seg.PerFrameFunctionalGroupsSequence:
+        for derivation in frame.DerivationImageSequence:
+            for source in derivation.SourceImageSequence:
+                found.add(numbers[str(source.ReferencedSOPInstanceUID)])
+    return found
+
+
+def check_sr(driver, sr: pydicom.Dataset, artifacts: Path) -> None:
+    """The SR's finding and probabilities, as OHIF shows them: its Tag Browser (OHIF's SR
+    viewport draws only measurement groups with image coordinates; see docs/viewer.md)."""
+    finding, probabilities = sr_values(sr)
+    assert finding and probabilities, "the SR has no finding or probabilities"
+    open_tag_browser(driver, str(sr.SeriesDescription))
+    for name in probabilities:
+        assert name in search_tags(driver, name)
+    lines = search_tags(driver, "NumericValue")
+    shown = [float(line) for line in lines if re.fullmatch(r"-?\d+(\.\d+)?(e-?\d+)?", line)]
+    for name, value in probabilities.items():  # OHIF prints the DICOM JSON number
+        assert any(abs(number - float(value)) < 1e-9 for number in shown), (name, shown)
+    driver.save_screenshot(str(artifacts / "ohif_sr_probabilities.png"))
+    assert "Finding" in search_tags(driver, "Finding")
+    assert finding in search_tags(driver, finding)  # the finding's coded value and meaning
+    driver.find_element(By.XPATH, "//*[@role='dialog']//button[normalize-space()='Close']").click()
+
+
+def check_secondary_capture(driver, sc: pydicom.Dataset, artifacts: Path) -> None:
+    """An RGB heatmap screenshot opens as its own series, in colour."""
+    ActionChains(driver).double_click(thumbnail(driver, str(sc.SeriesDescription))).perform()
+    wait_rendered(driver, colour=True, what="heatmap secondary capture")
+    driver.save_screenshot(str(artifacts / "ohif_heatmap_sc.png"))
+
+
+def check_parametric_map(driver, pm: pydicom.Dataset, ct: pydicom.Dataset, artifacts: Path):
+    """The map opens fused over its source CT: colour over the CT's own slices."""
+    ActionChains(driver).double_click(thumbnail(driver, str(pm.SeriesDescription))).perform()
+    wait_rendered(driver, colour=True, what="parametric map overlay")
+    text = page_text(driver)
+    assert str(ct.SeriesDescription) in text  # the viewport is still the source series
+    slices = int(re.search(r"I:\s*\d+ \(\d+/(\d+)\)", text).group(1))
+    assert slices == int(pm.NumberOfFrames)  # scrolled through the CT's slices, map on each
+    driver.save_screenshot(str(artifacts / "ohif_parametric_map.png"))
+
+
+def check_segmentation(driver, seg: pydicom.Dataset, on_slices: set[int], artifacts: Path):
+    """The SEG loads over the CT: its segments in the panel, OHIF on a slice it covers, red."""
+    ActionChains(driver).double_click(thumbnail(driver, str(seg.SeriesDescription))).perform()
+    yes = WebDriverWait(driver, SLOW).until(
+        lambda d: [
+            b
+            for b in d.find_elements(By.XPATH, "//button[normalize-space()='Yes']")
+            if b.is_displayed()
+        ]
+    )
+    yes[0].click()  # "Do you want to open this Segmentation?"
+    driver.find_element(By.CSS_SELECTOR, "[data-cy='panelSegmentation-btn']").click()
+    for segment in seg.SegmentSequence:
+        wait_text(driver, re.escape(str(segment.SegmentLabel)), f"segment {segment.SegmentLabel}")
+    instance = int(wait_text(driver, r"I:\s*(\d+) \(\d+/\d+\)", "the slice counter").group(1))
+    assert instance in on_slices, (instance, sorted(on_slices))
+    deadline = time.monotonic() + SLOW
+    while True:  # the segment's fill (OHIF's first colour is red) is drawn on that slice
+        pixels = viewport_pixels(driver)
+        red = int(
+            ((pixels[..., 0] - pixels[..., 1] > 60) & (pixels[..., 0] - pixels[..., 2] > 60)).sum()
+        )
+        if red > 200:
+            break
+        assert time.monotonic() < deadline, f"no segment drawn on slice {instance} ({red} red px)"
+        time.sleep(2)
+    driver.save_screenshot(str(artifacts / "ohif_segmentation.png"))
+
+
+def open_study(driver, url: str, study: dict) -> None:
+    driver.get(f"{url}/viewer?StudyInstanceUIDs={study['uid']}")
+    n_slices = wait_text(driver, r"I:\s*\d+ \(\d+/([1-9]\d*)\)", "the CT slice counter").group(1)
+    assert int(n_slices) == len(study["ct_files"])
+    dismiss_tour(driver)
+
+
 def test_ohif_shows_the_study_the_ct_and_medplug_results(
     ohif_dist: Path, study: dict, browser, artifacts: Path
 ) -> None:
-    finding, probabilities = sr_values(study["sr"])
-    assert finding in ("lesion", "no_lesion") and set(probabilities) == {
-        "Probability of no_lesion",
-        "Probability of lesion",
-    }
+    outputs = study["outputs"]
+    assert "sr" in outputs and ("sc" in outputs or "pm" in outputs), sorted(outputs)
     with serve_ohif(ohif_dist, study["orthanc"].dicomweb) as ohif:
-        # The study list: the patient, and CT with medplug's SR and heatmap (OT) in the study.
+        # The study list: the patient, and CT with medplug's series in the study.
         browser.get(ohif.url + "/")
         name = str(study["ct"].PatientName).split("^")[-1]
-        wait_text(browser, rf"{name}[\s\S]*CT\\OT\\SR", "the study in the study list")
+        wait_text(browser, rf"{name}[\s\S]*CT\\.*SR", "the study in the study list")
         browser.save_screenshot(str(artifacts / "ohif_study_list.png"))
 
-        # The viewer opens the CT series (its slices, its window) with medplug's series beside.
-        browser.get(f"{ohif.url}/viewer?StudyInstanceUIDs={study['uid']}")
-        n_slices = wait_text(browser, r"I:\s*\d+ \(\d+/([1-9]\d*)\)", "the CT slice counter").group(
-            1
-        )
-        assert int(n_slices) > 1
-        dismiss_tour(browser)
-        description = str(study["ct"].SeriesDescription)
-        for label in (description, "medplug AI results", "medplug Grad-CAM"):
-            thumbnail(browser, label)
+        # The viewer opens the CT series (all its slices) with medplug's series beside it.
+        open_study(browser, ohif.url, study)
+        thumbnail(browser, str(study["ct"].SeriesDescription))
+        for datasets in outputs.values():
+            thumbnail(browser, str(datasets[0].SeriesDescription))
         wait_rendered(browser, colour=False, what="CT series")
         browser.save_screenshot(str(artifacts / "ohif_ct.png"))
 
-        # The heatmap (today an RGB Secondary Capture of the hottest slice) opens in colour.
-        ActionChains(browser).double_click(thumbnail(browser, "medplug Grad-CAM")).perform()
-        wait_rendered(browser, colour=True, what="Grad-CAM secondary capture")
-        browser.save_screenshot(str(artifacts / "ohif_heatmap_sc.png"))
+        check_sr(browser, outputs["sr"][0], artifacts)
+        for sc in outputs.get("sc", []):
+            check_secondary_capture(browser, sc, artifacts)
+        for pm in outputs.get("pm", []):
+            check_parametric_map(browser, pm, study["ct"], artifacts)
+        for seg in outputs.get("seg", []):
+            check_segmentation(browser, seg, segment_instances(seg, study["ct_files"]), artifacts)
 
-        # The SR's finding and probabilities, as OHIF shows them (Tag Browser: OHIF's SR
-        # viewport draws only measurements with image coordinates; see docs/viewer.md).
-        open_tag_browser(browser, "medplug AI results")
-        lines = search_tags(browser, "Probability of lesion")
-        assert "Probability of lesion" in lines
-        lines = search_tags(browser, "NumericValue")
-        shown = [float(line) for line in lines if re.fullmatch(r"-?\d+(\.\d+)?(e-?\d+)?", line)]
-        for name, value in probabilities.items():  # OHIF prints the DICOM JSON number
-            assert any(abs(number - float(value)) < 1e-9 for number in shown), (name, shown)
-        browser.save_screenshot(str(artifacts / "ohif_sr_probabilities.png"))
-        lines = search_tags(browser, "Finding")
-        assert "Finding" in lines
-        lines = search_tags(browser, finding)
-        assert finding in lines  # the finding's coded value and meaning
+
+def test_the_served_ohif_overlays_a_seg_and_a_parametric_map(
+    ohif_dist: Path, study: dict, browser, artifacts: Path, tmp_path: Path
+) -> None:
+    """The serving path (proxy, app-config) carries what OHIF needs for SEG and PM overlays.
+
+    The objects are made here with highdicom over the study's CT, not by medplug's
+    writers: this checks the viewer set-up, the test above checks medplug's own output.
+    """
+    seg, pm = highdicom_seg_and_pm(study["ct_files"], tmp_path)
+    study["orthanc"].upload([seg, pm])
+    seg_ds, pm_ds = pydicom.dcmread(seg), pydicom.dcmread(pm)
+    shots = artifacts / "highdicom"
+    shots.mkdir(exist_ok=True)
+    with serve_ohif(ohif_dist, study["orthanc"].dicomweb) as ohif:
+        open_study(browser, ohif.url, study)
+        check_parametric_map(browser, pm_ds, study["ct"], shots)
+        check_segmentation(browser, seg_ds, segment_instances(seg_ds, study["ct_files"]), shots)
+
+
+def highdicom_seg_and_pm(ct_files: list[Path], folder: Path) -> tuple[Path, Path]:
+    """A sphere as a BINARY SEG and a Gaussian blob as a Parametric Map, on the CT's grid."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+    from pydicom.uid import generate_uid
+
+    source = sorted(
+        (pydicom.dcmread(p) for p in ct_files), key=lambda ds: float(ds.ImagePositionPatient[2])
+    )
+    n, rows, columns = len(source), int(source[0].Rows), int(source[0].Columns)
+    z, y, x = np.indices((n, rows, columns))
+    distance2 = 6 * (z - n // 2) ** 2 + (y - rows // 2) ** 2 + (x - columns // 3) ** 2
+    common = dict(
+        instance_number=1, manufacturer="medplug-test", manufacturer_model_name="viewer-test",
+        software_versions="1", device_serial_number="1",
+    )  # fmt: skip
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name="viewer-test", version="1", family=codes.DCM.ArtificialIntelligence
+    )
+    seg = hd.seg.Segmentation(
+        source_images=source,
+        pixel_array=(distance2 < 12**2).astype(np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[
+            hd.seg.SegmentDescription(
+                segment_number=1,
+                segment_label="test sphere",
+                segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+                segmented_property_type=codes.SCT.Lesion,
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                algorithm_identification=algorithm,
+            )
+        ],
+        series_instance_uid=generate_uid(),
+        series_number=9990,
+        sop_instance_uid=generate_uid(),
+        series_description="test SEG (highdicom)",
+        **common,
+    )
+    mapping = hd.pm.RealWorldValueMapping(
+        lut_label="relevance", lut_explanation="test map (0-1)",
+        unit=hd.sr.CodedConcept("1", "UCUM", "no units"), value_range=(0.0, 1.0),
+        slope=1.0, intercept=0.0,
+    )  # fmt: skip
+    pm = hd.pm.ParametricMap(
+        source_images=source,
+        pixel_array=np.exp(-distance2 / (2 * 15.0**2)).astype(np.float32),
+        series_instance_uid=generate_uid(),
+        series_number=9991,
+        sop_instance_uid=generate_uid(),
+        contains_recognizable_visual_features=False,
+        real_world_value_mappings=[mapping],
+        voi_lut_transformations=[hd.VOILUTTransformation(window_center=0.5, window_width=1.0)],
+        series_description="test PM (highdicom)",
+        **common,
+    )
+    seg.save_as(folder / "seg.dcm")
+    pm.save_as(folder / "pm.dcm")
+    return folder / "seg.dcm", folder / "pm.dcm"
