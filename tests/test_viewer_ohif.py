@@ -379,8 +379,10 @@ def test_ohif_shows_the_study_the_ct_and_medplug_results(
         for sc in outputs.get("sc", []):
             check_secondary_capture(browser, sc, artifacts)
         for pm in outputs.get("pm", []):
+            open_study(browser, ohif.url, study)  # a fresh viewport: one overlay at a time
             check_parametric_map(browser, pm, study["ct"], artifacts)
         for seg in outputs.get("seg", []):
+            open_study(browser, ohif.url, study)
             check_segmentation(browser, seg, segment_instances(seg, study["ct_files"]), artifacts)
 
 
@@ -400,6 +402,7 @@ def test_the_served_ohif_overlays_a_seg_and_a_parametric_map(
     with serve_ohif(ohif_dist, study["orthanc"].dicomweb) as ohif:
         open_study(browser, ohif.url, study)
         check_parametric_map(browser, pm_ds, study["ct"], shots)
+        open_study(browser, ohif.url, study)  # a fresh viewport: one overlay at a time
         check_segmentation(browser, seg_ds, segment_instances(seg_ds, study["ct_files"]), shots)
 
 
