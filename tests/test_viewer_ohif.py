@@ -22,6 +22,7 @@ import numpy as np
 import pydicom
 import pytest
 from batch_support import env_with
+from plugin_distribution import install_plugin_distribution
 
 from medplug.ohif.install import OhifInstallError, ensure_ohif, installed_dist
 from medplug.orthanc import OrthancServer, orthanc_available
@@ -62,12 +63,60 @@ def ohif_dist() -> Path:
         pytest.skip(f"OHIF could not be installed: {error}")
 
 
+BRIGHT_REGION_PLUGIN = '''
+import numpy as np
+
+from medplug.contract import InputSpec, Plugin, PluginInfo, Prediction, Segment, Segmentation
+
+
+class BrightRegionPlugin(Plugin):
+    """Segments bright voxels (> 300 HU) in the middle third of the slices: a mask whose
+    slices a viewer test can check."""
+
+    name = "bright-region"
+
+    def __init__(self) -> None:
+        self.info = self.describe()
+
+    @classmethod
+    def describe(cls) -> PluginInfo:
+        return PluginInfo(
+            name=cls.name, version="1.0", task="segmentation", labels=["absent", "present"],
+            inputs={"image": InputSpec(kind="image", spatial_dims=3)},
+        )
+
+    @classmethod
+    def from_pretrained(cls, model_dir):
+        return cls()
+
+    def _predict(self, case):
+        array = case.image.array
+        n = array.shape[2]
+        mask = np.zeros(array.shape, dtype=np.uint8)
+        middle = slice(n // 3, 2 * n // 3)
+        mask[:, :, middle] = array[:, :, middle] > 300
+        p = float(mask.mean() > 0)
+        return Prediction(
+            plugin=self.name, plugin_version="1.0", case_id=case.case_id,
+            label="present" if p else "absent", probabilities={"absent": 1 - p, "present": p},
+            segmentation=Segmentation(mask, [Segment(1, "bright region")]),
+        )
+'''
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory, intensity_site: Path, intensity_dir: Path):
     """Orthanc holding one generated CT study and what ``medplug batch`` pushed into it."""
     from medplug.sampledata import generate_cohort
 
     root = tmp_path_factory.mktemp("ohif_study")
+    # A second third-party plugin that returns a mask: its SEG is checked once the batch
+    # writes SEGs (issue #15 item 2); until then the batch ignores the mask.
+    seg_site = install_plugin_distribution(
+        root / "bright_region", "acme-bright-region", "acme_bright_region",
+        BRIGHT_REGION_PLUGIN, {"bright-region": "acme_bright_region:BrightRegionPlugin"},
+    )  # fmt: skip
+    (root / "bright_region_model").mkdir()
     cohort = generate_cohort(root / "cohort", n_cases=1, seed=3)
     files = [p for p in (cohort / "cases" / "case0001" / "dicom").rglob("*") if p.is_file()]
     with OrthancServer(root / "orthanc") as orthanc:
@@ -75,10 +124,11 @@ def study(tmp_path_factory, intensity_site: Path, intensity_dir: Path):
         out = root / "batch"
         command = [sys.executable, "-m", "medplug.cli.main", "batch", orthanc.dicomweb]
         command += ["--plugin", "mean-intensity", "--model", str(intensity_dir), "--out", str(out)]
+        command += ["--plugin", "bright-region", "--model", str(root / "bright_region_model")]
         command += ["--workers", "1"]
-        result = subprocess.run(
-            command, env=env_with(intensity_site), capture_output=True, text=True, timeout=600
-        )
+        env = env_with(intensity_site)
+        env["PYTHONPATH"] = os.pathsep.join([str(seg_site), env["PYTHONPATH"]])
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stdout + result.stderr
         (study_uid,) = [s["0020000D"]["Value"][0] for s in orthanc.get("/dicom-web/studies")]
         yield {
@@ -191,13 +241,18 @@ def viewport_pixels(driver) -> np.ndarray:
     return np.asarray(crop).astype(np.int16)
 
 
+def coloured(pixels: np.ndarray) -> int:
+    """How many pixels are clearly not grey: an overlay's colour map on a grey CT."""
+    return int((pixels.max(axis=-1) - pixels.min(axis=-1) > 60).sum())
+
+
 def wait_rendered(driver, colour: bool, what: str) -> np.ndarray:
     """Wait until the viewport shows an image (grey structure, or colour for a heatmap)."""
     deadline = time.monotonic() + SLOW
     while True:
         pixels = viewport_pixels(driver)
         spread = float(pixels.std())
-        colourful = int((np.abs(pixels[..., 0] - pixels[..., 2]) > 60).sum())
+        colourful = coloured(pixels)
         if spread > 20 and (colourful > 500 if colour else True):
             return pixels
         if time.monotonic() > deadline:
@@ -336,14 +391,11 @@ def check_segmentation(driver, seg: pydicom.Dataset, on_slices: set[int], artifa
     instance = int(wait_text(driver, r"I:\s*(\d+) \(\d+/\d+\)", "the slice counter").group(1))
     assert instance in on_slices, (instance, sorted(on_slices))
     deadline = time.monotonic() + SLOW
-    while True:  # the segment's fill (OHIF's first colour is red) is drawn on that slice
-        pixels = viewport_pixels(driver)
-        red = int(
-            ((pixels[..., 0] - pixels[..., 1] > 60) & (pixels[..., 0] - pixels[..., 2] > 60)).sum()
-        )
-        if red > 200:
+    while True:  # the segment's fill (in its colour, over the grey CT) is drawn on that slice
+        filled = coloured(viewport_pixels(driver))
+        if filled > 200:
             break
-        assert time.monotonic() < deadline, f"no segment drawn on slice {instance} ({red} red px)"
+        assert time.monotonic() < deadline, f"no segment drawn on slice {instance} ({filled} px)"
         time.sleep(2)
     driver.save_screenshot(str(artifacts / "ohif_segmentation.png"))
 
