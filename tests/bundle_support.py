@@ -92,7 +92,8 @@ def _common(network_def: dict, preprocessing: list, postprocessing: list) -> dic
 
 def classifier_inference() -> dict[str, Any]:
     preprocessing = [
-        {"_target_": "LoadImaged", "keys": "image", "image_only": True},
+        # image_only false: SaveClassificationd names each CSV row from image_meta_dict
+        {"_target_": "LoadImaged", "keys": "image", "image_only": False},
         {"_target_": "EnsureChannelFirstd", "keys": "image"},
         {"_target_": "Orientationd", "keys": "image", "axcodes": "RAS"},
         {"_target_": "ScaleIntensityRanged", "keys": "image", **WINDOW},
@@ -104,7 +105,7 @@ def classifier_inference() -> dict[str, Any]:
         {
             "_target_": "SaveClassificationd",
             "keys": "pred",
-            "meta_keys": "$None",
+            "meta_keys": "image_meta_dict",
             "saver": {
                 "_target_": "CSVSaver",
                 "output_dir": "@output_dir",

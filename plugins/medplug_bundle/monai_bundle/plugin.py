@@ -225,9 +225,7 @@ class MonaiBundlePlugin(Plugin):
         else:
             prediction.provenance["probabilities"] = "the bundle's postprocessing"
         values = probabilities.detach().float().reshape(-1).cpu().numpy()
-        prediction.probabilities = {
-            name: float(p) for name, p in zip(labels, values, strict=True)
-        }
+        prediction.probabilities = {name: float(p) for name, p in zip(labels, values, strict=True)}
         index = _discrete_class(result.steps[-1], len(labels))
         if index is None:
             index = int(values.argmax()) if len(labels) > 1 else int(values[0] < 0.5)
