@@ -74,12 +74,16 @@ def heldout_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate_cohort(tmp_path_factory.mktemp("heldout"), n_cases=6, seed=1)
 
 
+def copy_name(image: Path) -> str:
+    return f"{image.parent.name}.nii.gz"
+
+
 def monai_bundle_run(bundle: Path, images: list[Path], out: Path) -> Path:
     """MONAI's own ``python -m monai.bundle run`` of the bundle on ``images``."""
     data = out / "data"
     data.mkdir(parents=True)
-    for image in images:
-        shutil.copy(image, data / image.name)
+    for image in images:  # cohort files are all image.nii.gz: name the copies by case
+        shutil.copy(image, data / copy_name(image))
     arguments = {
         "config_file": str(bundle / "configs" / "inference.json"),
         "meta_file": str(bundle / "configs" / "metadata.json"),
@@ -186,7 +190,7 @@ def test_monai_bundle_run_and_medplug_agree_on_classification(
     worst = 0.0
     for image in images:
         ours = plugin.predict(load_case(image)).probabilities
-        theirs = monai_rows[image.name]
+        theirs = monai_rows[copy_name(image)]
         worst = max(worst, max(abs(ours[name] - theirs[i]) for i, name in enumerate(CLASSES)))
     print(f"\nmonai.bundle run vs medplug, classification: max |dp| = {worst:.2e}")
     assert worst <= 1e-5
@@ -200,7 +204,7 @@ def test_monai_bundle_run_and_medplug_agree_on_segmentation(
     eval_dir = monai_bundle_run(segmenter_bundle, images, tmp_path)
     plugin = load_plugin(PLUGIN, segmenter_bundle)
     for image in images:
-        saved = nib.load(eval_dir / image.name.replace(".nii.gz", "_seg.nii.gz"))
+        saved = nib.load(eval_dir / copy_name(image).replace(".nii.gz", "_seg.nii.gz"))
         ours = plugin.predict(load_case(image)).segmentation
         theirs = np.asarray(saved.dataobj).reshape(ours.label_map.shape)
         assert np.allclose(saved.affine, nib.load(image).affine, atol=1e-4)
@@ -339,3 +343,49 @@ def test_broken_bundles_get_one_line_naming_file_and_key(
                              "--plugin", PLUGIN, "--model", str(folder))  # fmt: skip
         assert result.returncode != 0 and "Traceback" not in result.stderr
         assert "models/model.pt" in result.stderr
+
+
+# ----------------------------------------------------------------- torchscript plugin
+
+
+def _torchscript_folder(bundle: Path, folder: Path, description: dict) -> Path:
+    folder.mkdir()
+    network = load_plugin(PLUGIN, bundle).network
+    torch.jit.script(network).save(str(folder / "model.ts"))
+    (folder / "torchscript.json").write_text(json.dumps(description))
+    return folder
+
+
+def test_torchscript_plugin_matches_the_bundle_it_was_exported_from(
+    classifier_bundle: Path, segmenter_bundle: Path, sample_cohort: Path, tmp_path: Path
+) -> None:
+    window = {"name": "window", "min": -1000, "max": 400}
+    classifier = _torchscript_folder(classifier_bundle, tmp_path / "cls", {
+        "name": "lesion-net", "version": "2.0.0", "task": "classification",
+        "labels": CLASSES, "spatial_dims": 3, "modality": "CT",
+        "preprocessing": [{"name": "orientation", "axcodes": "RAS"}, window,
+                          {"name": "resize", "spatial_size": CLASSIFIER_SIZE}],
+    })  # fmt: skip
+    segmenter = _torchscript_folder(segmenter_bundle, tmp_path / "seg", {
+        "task": "segmentation", "labels": SEG_CLASSES, "spatial_dims": 3,
+        "preprocessing": [{"name": "orientation"}, {"name": "spacing", "pixdim": [1.5, 1.5, 2.5]},
+                          window, {"name": "pad_divisible", "k": 4}],
+    })  # fmt: skip
+    scripted = load_plugin("torchscript", classifier)
+    assert scripted.info.version == "2.0.0" and scripted.info.labels == CLASSES
+    bundle = load_plugin(PLUGIN, classifier_bundle)
+    row = next(r for r in read_rows(sample_cohort) if r["label_name"] == "lesion")
+    case = load_case(sample_cohort / row["dicom_dir"])
+    ours, theirs = scripted.predict(case).probabilities, bundle.predict(case).probabilities
+    assert max(abs(ours[k] - theirs[k]) for k in CLASSES) < 1e-5
+
+    mask = load_plugin("torchscript", segmenter).predict(case).segmentation
+    reference = load_plugin(PLUGIN, segmenter_bundle).predict(case).segmentation
+    assert mask.label_map.shape == case.image.array.shape
+    assert dice(mask.label_map, reference.label_map) > 0.7
+
+    description = json.loads((classifier / "torchscript.json").read_text())
+    description["preprocessing"][1]["name"] = "sharpen"
+    (classifier / "torchscript.json").write_text(json.dumps(description))
+    with pytest.raises(ModelFileError, match=r"torchscript.json: preprocessing\[1\].name 'sharpen'"):
+        load_plugin("torchscript", classifier)

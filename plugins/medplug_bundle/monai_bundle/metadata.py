@@ -38,6 +38,8 @@ class BundleMetadata:
     in_channels: int
     spatial_dims: int | None  # None: read from the network definition
     spatial_shape: list[Any] | None
+    # where the output channel count is declared, for error messages
+    channels_key: str = "network_data_format.outputs.pred.num_channels"
 
     @property
     def name(self) -> str:

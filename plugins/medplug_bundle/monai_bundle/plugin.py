@@ -163,8 +163,8 @@ class MonaiBundlePlugin(Plugin):
         got = int(output.shape[1]) if output.ndim >= 2 else None
         if got != expected:
             raise PluginError(
-                f"{where}.num_channels is {expected} but the network returns shape "
-                f"{tuple(output.shape)}"
+                f"{self.metadata.path}: {self.metadata.channels_key} is {expected} but the "
+                f"network returns shape {tuple(output.shape)}"
             )
         dims = output.ndim - 2
         if self.metadata.task == "segmentation" and dims != self.spatial_dims:
