@@ -387,5 +387,7 @@ def test_torchscript_plugin_matches_the_bundle_it_was_exported_from(
     description = json.loads((classifier / "torchscript.json").read_text())
     description["preprocessing"][1]["name"] = "sharpen"
     (classifier / "torchscript.json").write_text(json.dumps(description))
-    with pytest.raises(ModelFileError, match=r"torchscript.json: preprocessing\[1\].name 'sharpen'"):
+    with pytest.raises(
+        ModelFileError, match=r"torchscript.json: preprocessing\[1\].name 'sharpen'"
+    ):
         load_plugin("torchscript", classifier)

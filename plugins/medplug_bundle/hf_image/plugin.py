@@ -73,7 +73,9 @@ class HfImagePlugin(Plugin):
         if array.ndim == 3 and array.shape[-1] == 1:
             array = array[..., 0]
         if array.ndim != 2 or min(array.shape) < 2:
-            raise InputError(f"hf-image needs a 2D image, got {image.array.shape}", case_id=case.case_id)
+            raise InputError(
+                f"hf-image needs a 2D image, got {image.array.shape}", case_id=case.case_id
+            )
         rows = array.T  # ImageVolume is (column, row); image processors want (row, column)
         low, high = float(rows.min()), float(rows.max())
         if low < 0 or high > 255:
