@@ -152,6 +152,9 @@ def test_predict_cli_classifies_a_dicom_series(classifier_bundle: Path, sample_c
         assert printed.probabilities[name] == pytest.approx(alone.probabilities[name], abs=1e-6)
     assert printed.provenance["bundle_identity"] == plugin.model_identity
     assert printed.provenance["config_steps_dropped"] == ["postprocessing#transforms#1"]
+    heatmap = printed.explanation.heatmap  # Grad-CAM, on the input's grid
+    assert heatmap.shape == alone.explanation.heatmap.shape == (64, 64, 32)
+    assert printed.provenance["explanation"].startswith("grad-cam on features.")
 
 
 def test_segmentation_is_on_the_input_grid_with_dice_on_a_heldout_cohort(
@@ -232,10 +235,16 @@ def test_batch_writes_sr_for_both_bundles(
             assert record["status"] == "ok", record["errors"]
             (res,) = record["results"]
             assert res["plugin"] == PLUGIN
-            sr = pydicom.dcmread(out / record["provenance"]["files"]["sr"])
+            files = record["provenance"]["files"]
+            sr = pydicom.dcmread(out / files["sr"])
             assert sr.StudyInstanceUID == record["study_uid"] and PLUGIN in str(sr)
+            if bundle == classifier_bundle:  # Grad-CAM on the bundle's network_def
+                sc = pydicom.dcmread(out / files[f"heatmap:{PLUGIN}"])
+                assert sc.StudyInstanceUID == record["study_uid"] and sc.pixel_array.shape[-1] == 3
             if tool("dciodvfy"):
-                assert dciodvfy_errors(out / record["provenance"]["files"]["sr"]) == []
+                for name, path in files.items():
+                    if name != "fhir":
+                        assert dciodvfy_errors(out / path) == [], path
 
 
 def test_serve_predicts_with_a_bundle(

@@ -41,6 +41,7 @@ from medplug.contract import (
     MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
     TISSUE,
     Case,
+    Explanation,
     ImageVolume,
     Plugin,
     PluginInfo,
@@ -66,6 +67,7 @@ class BundleRun:
     """One case through the bundle: the raw network output and the postprocessed dict."""
 
     network_output: torch.Tensor  # (C, ...) for this case
+    network_input: torch.Tensor  # (1, C, *spatial): the preprocessed batch of one
     data: dict[str, Any]  # the merged batch/output dict after postprocessing
     steps: list[torch.Tensor]  # ``pred`` before and after each postprocessing step
 
@@ -95,6 +97,7 @@ class MonaiBundlePlugin(Plugin):
         self.info = metadata.plugin_info(PLUGIN_NAME, spatial_dims)
         self.model_identity = identity
         self.manifest = manifest
+        self.explain = True  # Grad-CAM for classification bundles with a network_def
 
     @classmethod
     def describe(cls) -> PluginInfo:
@@ -155,7 +158,9 @@ class MonaiBundlePlugin(Plugin):
             for transform in post.transforms:
                 merged = apply_transform(transform, merged, post.map_items, post.unpack_items)
                 steps.append(merged[PRED])
-        return BundleRun(network_output=steps[0], data=merged, steps=steps)
+        return BundleRun(
+            network_output=steps[0], network_input=batch[key], data=merged, steps=steps
+        )
 
     def _check_output(self, output: torch.Tensor) -> None:
         expected = self.metadata.num_channels
@@ -193,6 +198,8 @@ class MonaiBundlePlugin(Plugin):
         )
         if self.metadata.task == "classification":
             self._classification(result, prediction)
+            if self.explain:
+                self._explain(result, image, volume, prediction)
         else:
             self._segmentation(result, image, volume, prediction)
         return prediction
@@ -259,7 +266,29 @@ class MonaiBundlePlugin(Plugin):
                 segment, image.spacing[:3]
             )
 
-    def _invert(self, data: dict[str, Any]) -> torch.Tensor:
+    def _explain(
+        self, result: BundleRun, image: ImageVolume, volume: ImageVolume, prediction: Prediction
+    ) -> None:
+        """Grad-CAM of the predicted class on the last convolution, on the input's grid."""
+        target = _last_conv_name(self.network)
+        if target is None or prediction.label not in self.metadata.labels:
+            return
+        from monai.visualize import GradCAM
+
+        index = self.metadata.labels.index(prediction.label)
+        with torch.enable_grad():
+            cam = GradCAM(nn_module=self.network, target_layers=target)
+            heat = cam(result.network_input.as_tensor().clone(), class_idx=index)[0].detach()
+        mapped = self._invert({**result.data, PRED: heat}, nearest=False)
+        if tuple(mapped.shape[1:]) != tuple(volume.array.shape):
+            return
+        array = np.asarray(torch.as_tensor(mapped)[0].float().cpu().numpy(), dtype=np.float32)
+        prediction.explanation = Explanation(
+            heatmap=array.reshape(image.array.shape), heatmap_affine=np.asarray(image.affine)
+        )
+        prediction.provenance["explanation"] = f"grad-cam on {target}"
+
+    def _invert(self, data: dict[str, Any], nearest: bool = True) -> torch.Tensor:
         """The bundle's preprocessing inverted on ``pred`` (what a bundle's Invertd does)."""
         pred = data[PRED]
         if not isinstance(pred, MetaTensor):
@@ -268,7 +297,7 @@ class MonaiBundlePlugin(Plugin):
             keys=PRED,
             transform=self.config.preprocessing,
             orig_keys=self.config.image_key,
-            nearest_interp=True,
+            nearest_interp=nearest,
         )
         return inverter({**data, PRED: pred})[PRED]
 
@@ -284,6 +313,18 @@ class MonaiBundlePlugin(Plugin):
             "input_source": image.source,
             "input_shape": list(image.array.shape),
         }
+
+
+def _last_conv_name(network: torch.nn.Module) -> str | None:
+    """The module name of the last 2D/3D convolution (Grad-CAM's layer); None for TorchScript."""
+    if isinstance(network, torch.jit.ScriptModule):
+        return None
+    names = [
+        name
+        for name, module in network.named_modules()
+        if isinstance(module, torch.nn.Conv2d | torch.nn.Conv3d)
+    ]
+    return names[-1] if names else None
 
 
 def _probability_like(value: Any, classes: int) -> bool:
