@@ -4,8 +4,8 @@ Attention rollout (Abnar & Zuidema 2020): average each layer's attention over
 heads, add the identity for the residual path, renormalise, multiply through
 the layers; the class token's row over the patch tokens is the map. Models
 that do not return attentions but have a ``Conv2d`` get Grad-CAM on their last
-one. Either map is resized to the processed image size and then, with the
-processor's resize, onto the input's rows x columns.
+one (``medplug_bundle.gradcam``). Either map is resized to the processed image
+size and then, with the processor's resize, onto the input's rows x columns.
 """
 
 from __future__ import annotations
@@ -28,34 +28,6 @@ def attention_rollout(attentions: tuple[torch.Tensor, ...], patch_grid: tuple[in
     grid_h, grid_w = patch_grid
     patches = rollout[:, 0, -grid_h * grid_w :]
     return patches.reshape(-1, grid_h, grid_w)
-
-
-def last_conv(model: torch.nn.Module) -> torch.nn.Module | None:
-    convs = [module for module in model.modules() if isinstance(module, torch.nn.Conv2d)]
-    return convs[-1] if convs else None
-
-
-def grad_cam(model: torch.nn.Module, pixels: torch.Tensor, class_index: int) -> torch.Tensor:
-    """(B, h, w) Grad-CAM of ``class_index`` on the last Conv2d of ``model``."""
-    layer = last_conv(model)
-    if layer is None:
-        raise ValueError("no Conv2d layer for Grad-CAM")
-    store: dict[str, torch.Tensor] = {}
-
-    def keep(_module, _inputs, output):
-        output.retain_grad()
-        store["activation"] = output
-
-    handle = layer.register_forward_hook(keep)
-    try:
-        with torch.enable_grad():
-            logits = model(pixel_values=pixels.requires_grad_(True)).logits
-            logits[:, class_index].sum().backward()
-    finally:
-        handle.remove()
-    activation = store["activation"]
-    weights = activation.grad.mean(dim=(2, 3), keepdim=True)
-    return F.relu((weights * activation).sum(dim=1)).detach()
 
 
 def to_size(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

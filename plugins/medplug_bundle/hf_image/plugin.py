@@ -22,9 +22,10 @@ import torch
 from medplug.contract import Case, Explanation, InputSpec, Plugin, PluginInfo, Prediction
 from medplug.errors import InputError
 from medplug.registry import DECLARATION_NAME, read_declaration
+from medplug_bundle.gradcam import grad_cam, last_conv_name
 from medplug_bundle.hf_image import PLUGIN_NAME
 from medplug_bundle.hf_image.checkpoint import check_folder, load_checkpoint
-from medplug_bundle.hf_image.explain import attention_rollout, grad_cam, patch_grid, to_size
+from medplug_bundle.hf_image.explain import attention_rollout, patch_grid, to_size
 from medplug_bundle.identity import folder_identity
 
 
@@ -131,7 +132,9 @@ class HfImagePlugin(Plugin):
             tokens = attentions[0].shape[-1] - 1
             grid = patch_grid(tokens, tuple(pixels.shape[-2:]), patch)
             return attention_rollout(attentions, grid), "attention rollout"
-        try:
-            return grad_cam(self.model, pixels.clone(), index), "grad-cam"
-        except ValueError:
+        target = last_conv_name(self.model)
+        if target is None:
             return None, None
+        layer = self.model.get_submodule(target)
+        heat = grad_cam(lambda x: self.model(pixel_values=x).logits, layer, pixels, index)
+        return heat, f"grad-cam on {target}"

@@ -52,6 +52,7 @@ from medplug.contract import (
 from medplug.errors import InputError, ModelFileError, PluginError
 from medplug.model_signing import TRUSTED_KEYS_ENV
 from medplug.registry import DECLARATION_NAME, read_declaration
+from medplug_bundle.gradcam import grad_cam, last_conv_name
 from medplug_bundle.identity import folder_identity
 from medplug_bundle.monai_bundle import PLUGIN_NAME
 from medplug_bundle.monai_bundle.config import BundleConfig, load_config
@@ -270,15 +271,12 @@ class MonaiBundlePlugin(Plugin):
         self, result: BundleRun, image: ImageVolume, volume: ImageVolume, prediction: Prediction
     ) -> None:
         """Grad-CAM of the predicted class on the last convolution, on the input's grid."""
-        target = _last_conv_name(self.network)
+        target = last_conv_name(self.network)
         if target is None or prediction.label not in self.metadata.labels:
             return
-        from monai.visualize import GradCAM
-
         index = self.metadata.labels.index(prediction.label)
-        with torch.enable_grad():
-            cam = GradCAM(nn_module=self.network, target_layers=target)
-            heat = cam(result.network_input.as_tensor().clone(), class_idx=index)[0].detach()
+        layer = self.network.get_submodule(target)
+        heat = grad_cam(self.network, layer, result.network_input.as_tensor(), index)[:1]
         mapped = self._invert({**result.data, PRED: heat}, nearest=False)
         if tuple(mapped.shape[1:]) != tuple(volume.array.shape):
             return
@@ -313,18 +311,6 @@ class MonaiBundlePlugin(Plugin):
             "input_source": image.source,
             "input_shape": list(image.array.shape),
         }
-
-
-def _last_conv_name(network: torch.nn.Module) -> str | None:
-    """The module name of the last 2D/3D convolution (Grad-CAM's layer); None for TorchScript."""
-    if isinstance(network, torch.jit.ScriptModule):
-        return None
-    names = [
-        name
-        for name, module in network.named_modules()
-        if isinstance(module, torch.nn.Conv2d | torch.nn.Conv3d)
-    ]
-    return names[-1] if names else None
 
 
 def _probability_like(value: Any, classes: int) -> bool:
