@@ -23,7 +23,7 @@ from medplug.registry import load_plugin
 
 PLUGIN = "hf-image"
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "medmnist" / "pneumoniamnist.npz"
-pytestmark = pytest.mark.skipif(not DATA.is_file(), reason=f"{DATA} not present (shared data)")
+needs_data = pytest.mark.skipif(not DATA.is_file(), reason=f"{DATA} not present (shared data)")
 LABELS = {0: "normal", 1: "pneumonia"}
 
 
@@ -70,6 +70,7 @@ def xray_case(image: np.ndarray, case_id: str) -> Case:
     return Case(case_id=case_id, images=[ImageVolume(array=image.T.astype(np.float32))])
 
 
+@needs_data
 def test_vit_folder_predicts_like_transformers_itself(vit_folder: Path, pneumonia: dict) -> None:
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
@@ -98,6 +99,7 @@ def test_vit_folder_predicts_like_transformers_itself(vit_folder: Path, pneumoni
     assert right / len(images) > 0.6
 
 
+@needs_data
 def test_predict_cli_on_a_nifti_radiograph(vit_folder: Path, pneumonia: dict, tmp_path: Path):
     image = pneumonia["test_images"][0]
     path = save_nifti(ImageVolume(array=image.T.astype(np.float32)), tmp_path / "xray.nii.gz")
@@ -113,6 +115,7 @@ def test_predict_cli_on_a_nifti_radiograph(vit_folder: Path, pneumonia: dict, tm
     assert printed.probabilities["pneumonia"] == pytest.approx(alone.probabilities["pneumonia"])
 
 
+@needs_data
 def test_pickle_only_checkpoint_is_refused(vit_folder: Path, tmp_path: Path) -> None:
     folder = tmp_path / "pickled"
     folder.mkdir()
@@ -121,3 +124,25 @@ def test_pickle_only_checkpoint_is_refused(vit_folder: Path, tmp_path: Path) -> 
     torch.save({"w": torch.zeros(1)}, folder / "pytorch_model.bin")
     with pytest.raises(ModelFileError, match="pytorch_model.bin.*never unpickles"):
         load_plugin(PLUGIN, folder)
+
+
+def test_cnn_checkpoint_gets_grad_cam(tmp_path: Path) -> None:
+    """A convolutional architecture (ResNet) returns no attentions: Grad-CAM instead."""
+    from transformers import ResNetConfig, ResNetForImageClassification, ViTImageProcessor
+
+    torch.manual_seed(0)
+    config = ResNetConfig(
+        num_channels=1, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
+        num_labels=2, id2label=LABELS, label2id={v: k for k, v in LABELS.items()},
+    )  # fmt: skip
+    folder = tmp_path / "tiny-resnet"
+    ResNetForImageClassification(config).save_pretrained(folder)
+    ViTImageProcessor(
+        size={"height": 32, "width": 32}, image_mean=[0.5], image_std=[0.5]
+    ).save_pretrained(folder)
+    image = np.zeros((40, 24), dtype=np.float32)
+    image[10:20, 5:12] = 200.0
+    prediction = load_plugin(PLUGIN, folder).predict(xray_case(image, "cnn"))
+    assert prediction.provenance["explanation"].startswith("grad-cam on ")
+    assert prediction.explanation.heatmap.shape == (24, 40)  # (column, row), like the input
+    assert abs(sum(prediction.probabilities.values()) - 1) < 1e-6
