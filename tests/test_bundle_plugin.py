@@ -74,6 +74,12 @@ def heldout_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate_cohort(tmp_path_factory.mktemp("heldout"), n_cases=6, seed=1)
 
 
+# MONAI's SupervisedEvaluator (the bundles' `evaluator`) runs on pytorch-ignite ([test] extra)
+needs_ignite = pytest.mark.skipif(
+    importlib.util.find_spec("ignite") is None, reason="pytorch-ignite not installed"
+)
+
+
 def copy_name(image: Path) -> str:
     return f"{image.parent.name}.nii.gz"
 
@@ -184,6 +190,7 @@ def test_segmentation_is_on_the_input_grid_with_dice_on_a_heldout_cohort(
 # ----------------------------------------------------------------- equivalence
 
 
+@needs_ignite
 def test_monai_bundle_run_and_medplug_agree_on_classification(
     classifier_bundle: Path, sample_cohort: Path, tmp_path: Path
 ) -> None:
@@ -201,6 +208,7 @@ def test_monai_bundle_run_and_medplug_agree_on_classification(
     assert worst <= 1e-5
 
 
+@needs_ignite
 def test_monai_bundle_run_and_medplug_agree_on_segmentation(
     segmenter_bundle: Path, heldout_cohort: Path, tmp_path: Path
 ) -> None:
