@@ -228,7 +228,7 @@ def test_monai_bundle_run_and_medplug_agree_on_segmentation(
 # ----------------------------------------------------------------- batch and serve
 
 
-def test_batch_writes_sr_for_both_bundles(
+def test_batch_writes_sr_heatmap_and_seg_for_the_bundles(
     classifier_bundle: Path, segmenter_bundle: Path, sample_cohort: Path, tmp_path: Path
 ) -> None:
     source = tmp_path / "source"
@@ -249,8 +249,18 @@ def test_batch_writes_sr_for_both_bundles(
             sr = pydicom.dcmread(out / files["sr"])
             assert sr.StudyInstanceUID == record["study_uid"] and PLUGIN in str(sr)
             if bundle == classifier_bundle:  # Grad-CAM on the bundle's network_def
-                sc = pydicom.dcmread(out / files[f"heatmap:{PLUGIN}"])
-                assert sc.StudyInstanceUID == record["study_uid"] and sc.pixel_array.shape[-1] == 3
+                assert set(files) == {"sr", f"heatmap:{PLUGIN}", "fhir"}
+                pm = pydicom.dcmread(out / files[f"heatmap:{PLUGIN}"])
+                assert pm.SOPClassUID == pydicom.uid.ParametricMapStorage
+                assert pm.StudyInstanceUID == record["study_uid"]
+                assert int(pm.NumberOfFrames) == 32  # every slice of the 64x64x32 series
+            else:  # the label map as DICOM SEG, on the source slices
+                assert set(files) == {"sr", f"seg:{PLUGIN}", "fhir"}
+                seg = pydicom.dcmread(out / files[f"seg:{PLUGIN}"])
+                assert seg.SOPClassUID == pydicom.uid.SegmentationStorage
+                assert seg.StudyInstanceUID == record["study_uid"]
+                assert seg.SegmentSequence[0].SegmentLabel == "lesion"
+                assert "lesion" in str(sr)  # the SR cites the segment and its volume
             if tool("dciodvfy"):
                 for name, path in files.items():
                     if name != "fhir":
