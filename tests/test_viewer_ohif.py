@@ -1,7 +1,7 @@
 """What a radiologist sees in OHIF after ``medplug batch`` pushed its results into Orthanc.
 
 Real pieces end to end: Debian's Orthanc with DICOMweb, a generated CT study,
-``medplug batch`` with a third-party plugin pushing its SR and heatmap into the
+``medplug batch`` with third-party plugins pushing their SR, heatmap and SEG into the
 study, OHIF's published build (npm ``@ohif/app``, pinned, cached in
 ``.cache/ohif``) served beside a ``/dicom-web`` proxy, and headless Chromium.
 Screenshots go to ``$MEDPLUG_TEST_ARTIFACTS`` (docs/images/ has copies).
@@ -110,8 +110,7 @@ def study(tmp_path_factory, intensity_site: Path, intensity_dir: Path):
     from medplug.sampledata import generate_cohort
 
     root = tmp_path_factory.mktemp("ohif_study")
-    # A second third-party plugin that returns a mask: its SEG is checked once the batch
-    # writes SEGs (issue #15 item 2); until then the batch ignores the mask.
+    # A second third-party plugin that returns a mask: the batch writes it as a DICOM SEG.
     seg_site = install_plugin_distribution(
         root / "bright_region", "acme-bright-region", "acme_bright_region",
         BRIGHT_REGION_PLUGIN, {"bright-region": "acme_bright_region:BrightRegionPlugin"},
