@@ -204,6 +204,7 @@ def load_plugin(name: str, model_dir: str | Path | None = None) -> Plugin:
     apply_thread_policy()
     plugin = cls.from_pretrained(folder)
     plugin.model_identity = model_identity(folder)
+    plugin.model_dir = folder
     return plugin
 
 

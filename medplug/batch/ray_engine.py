@@ -1,0 +1,320 @@
+"""``medplug batch --engine ray``: the local engine's stages as a Ray Data pipeline.
+
+1. The driver (this process) lists the pending studies from the journal as
+   small rows: locators, the SR/SC UIDs the journal fixed, the manifest's
+   report and fields. No pixels pass through it.
+2. Decode: a Ray task per study (one row per block) runs ``load_study`` on
+   whichever node it lands on, reading the files or the WADO-RS retrieve
+   there; every instance of a study stays on that worker.
+3. Inference: a pool of actors (``ActorPoolStrategy``), each loading the
+   plugins once (``load_plugin``, from the same model folders) and calling
+   ``predict_outcomes`` on ``--batch-size`` studies: each plugin's
+   ``predict_batch``. The pixels are dropped there; only predictions, the
+   evidence headers and each heatmap's peak slice go on.
+4. Write: a Ray task per batch builds and writes the SR, SCs and FHIR report
+   (``write_dicom_outputs``) and pushes them (``deliver``). The objects carry
+   the journal's UIDs, so a study redone after a failure replaces its
+   outputs instead of adding new ones.
+5. The driver commits each finished batch to the journal (one writer), so a
+   study is recorded once however often Ray retried its tasks, and a driver
+   killed mid-run resumes from the journal like the local engine.
+
+In-flight work is bounded by Ray Data's streaming executor (its object-store
+budget and backpressure), by ``RayOptions.decode_tasks`` when given, and by two
+batches per actor. A study whose worker keeps dying ends as an ``error``
+record (reason ``worker-lost``) once Ray's retries are spent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pickle
+import tempfile
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from medplug.batch.context import RunContext
+from medplug.batch.destinations import Destination
+from medplug.batch.dicom_outputs import write_dicom_outputs
+from medplug.batch.journal import StudyEntry
+from medplug.batch.loading import LoadedStudy, LoadJob, load_study
+from medplug.batch.processing import (
+    OutputPlan,
+    StudyOutcome,
+    WrittenStudy,
+    deliver,
+    output_job,
+    predict_outcomes,
+)
+from medplug.batch.progress import BatchProgress
+from medplug.batch.ray_options import RAY_MISSING, RayOptions
+from medplug.contract import Plugin
+from medplug.errors import MedplugError
+
+if TYPE_CHECKING:
+    from medplug.batch.runner import BatchOptions
+
+log = logging.getLogger("medplug.batch")
+KEY, ITEM = "key", "item"  # the rows' columns: the study UID, the pickled StudyItem
+DECODE_RETRIES = 2  # a decode task whose worker died is run again this often
+ACTOR_TASK_RETRIES = 2  # an inference batch whose actor died is run again this often
+
+
+def require_ray() -> Any:
+    """The ``ray`` module, or a clear error saying how to install it."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise MedplugError(RAY_MISSING) from None
+    return ray
+
+
+@dataclasses.dataclass
+class StudyItem:
+    """One study on its way through the stages (a row holds it pickled)."""
+
+    entry: StudyEntry
+    study: str  # the labeller's hash: output file names
+    job: LoadJob | None = None
+    loaded: LoadedStudy | None = None
+    outcome: StudyOutcome | None = None
+    written: WrittenStudy | None = None
+
+
+def _pack(item: StudyItem) -> bytes:
+    return pickle.dumps(item, protocol=5)
+
+
+def _unpack(data: bytes) -> StudyItem:
+    return pickle.loads(data)  # rows this run pickled itself, never outside input
+
+
+# ---------------------------------------------------------------- stages (on workers)
+
+
+def decode_stage(row: dict[str, Any]) -> dict[str, Any]:
+    """Fetch and decode one study on this worker (``load_study`` never raises)."""
+    item = _unpack(row[ITEM])
+    assert item.job is not None
+    with tempfile.TemporaryDirectory(prefix="medplug-ray-spool-") as spool:
+        item.loaded = load_study(dataclasses.replace(item.job, spool_dir=spool))
+    item.job = None
+    return {KEY: row[KEY], ITEM: _pack(item)}
+
+
+class InferenceActor:
+    """Loads the plugins once; then ``predict_outcomes`` on each batch of studies."""
+
+    def __init__(
+        self, specs: list[tuple[str, str]], keep_heatmaps: bool, threads: int | None
+    ) -> None:
+        from medplug.registry import load_plugin
+        from medplug.threads import apply_thread_policy
+
+        apply_thread_policy(requested=threads)
+        self.plugins = [load_plugin(name, folder) for name, folder in specs]
+        if not keep_heatmaps:  # as the CLI's --no-heatmaps: skip computing explanations
+            for plugin in self.plugins:
+                if hasattr(plugin, "explain"):
+                    plugin.explain = False
+        self.keep_heatmaps = keep_heatmaps
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        items = [_unpack(data) for data in batch[ITEM]]
+        outcomes = [StudyOutcome(item.loaded, item.entry) for item in items]  # type: ignore[arg-type]
+        predict_outcomes(self.plugins, outcomes, self.keep_heatmaps)
+        for item, outcome in zip(items, outcomes, strict=True):
+            item.loaded, item.outcome = None, outcome
+        packed = np.empty(len(items), dtype=object)
+        packed[:] = [_pack(item) for item in items]
+        return {KEY: batch[KEY], ITEM: packed}
+
+
+def write_stage(
+    row: dict[str, Any], plan: OutputPlan, destination: Destination | None
+) -> dict[str, Any]:
+    """Write (and push) one study's SR, SCs and FHIR report; failures are its errors."""
+    item = _unpack(row[ITEM])
+    outcome = item.outcome
+    assert outcome is not None
+    job = output_job(outcome, item.study, plan)
+    item.written = deliver(outcome, write_dicom_outputs(job) if job else None, destination)
+    outcome.heatmap_slices = {}  # written; the driver needs only the record's fields
+    return {KEY: row[KEY], ITEM: _pack(item)}
+
+
+# ---------------------------------------------------------------- the driver
+
+
+def plugin_specs(plugins: Sequence[Plugin]) -> list[tuple[str, str]]:
+    """(name, model folder) per plugin: how each actor loads the same plugins again."""
+    specs = []
+    for plugin in plugins:
+        if plugin.model_dir is None:
+            raise MedplugError(
+                f"plugin {plugin.info.name!r} was not loaded from a model folder "
+                "(medplug.registry.load_plugin); the ray engine's actors need one to load it"
+            )
+        specs.append((plugin.info.name, str(plugin.model_dir)))
+    return specs
+
+
+def run_on_ray(context: RunContext, plugins: Sequence[Plugin], options: BatchOptions) -> None:
+    """Run every pending study of ``context`` through the pipeline; commit as they finish."""
+    ray = require_ray()
+    settings = options.ray or RayOptions()
+    specs = plugin_specs(plugins)
+    journal, labeller = context.journal, context.labeller
+    pending = journal.pending()
+    total = sum(journal.counts().values())
+    with _connected(ray, settings, options.workers):
+        if options.deidentify and len(_alive_nodes(ray)) > 1:
+            raise MedplugError(
+                "--deidentify with --engine ray needs a one-node cluster: the pseudonym "
+                "map is a SQLite file on this machine; use --engine local"
+            )
+        journal.mark_running_many(entry.key for entry in pending)
+        items = [_item(journal.get(entry.key), labeller.hash(entry.key), options)
+                 for entry in pending]  # fmt: skip
+        committed: set[str] = set()
+        with BatchProgress(options.progress, total, total - len(pending), "ray") as progress:
+            if items:
+                dataset = _pipeline(ray, items, specs, context, options, settings)
+                for finished in _finished_batches(dataset, options.batch_size):
+                    fresh = [item for item in finished if item.entry.key not in committed]
+                    progress.finished(_commit(context, fresh))
+                    committed.update(item.entry.key for item in fresh)
+            lost = [item for item in items if item.entry.key not in committed]
+            if lost:
+                log.warning("%d studies lost their worker more often than retried", len(lost))
+                progress.finished(_commit(context, [_lost(item) for item in lost]))
+
+
+def _item(entry: StudyEntry, study: str, options: BatchOptions) -> StudyItem:
+    found = options.manifest.lookup(entry.key, entry.locator.get("accession"))
+    job = LoadJob(
+        key=entry.key,
+        case_id=study,
+        locator=entry.locator,
+        report=found.report,
+        clinical=found.clinical,
+        rules=options.rules,
+        retry=options.retry,
+    )
+    return StudyItem(entry=entry, study=study, job=job)
+
+
+def _pipeline(
+    ray: Any,
+    items: list[StudyItem],
+    specs: list[tuple[str, str]],
+    context: RunContext,
+    options: BatchOptions,
+    settings: RayOptions,
+) -> Any:
+    """decode (tasks) -> inference (actor pool) -> write (tasks), streaming."""
+    from ray.data import ActorPoolStrategy, DataContext, TaskPoolStrategy
+
+    data_context = DataContext.get_current()
+    data_context.enable_progress_bars = False  # the driver shows its own (BatchProgress)
+    data_context.max_errored_blocks = len(items)  # a lost study becomes its error record
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    rows = [{KEY: item.entry.key, ITEM: _pack(item)} for item in items]
+    dataset = ray.data.from_items(rows, override_num_blocks=len(rows))  # one study per block
+    decode_compute = TaskPoolStrategy(size=settings.decode_tasks) if settings.decode_tasks else None
+    dataset = dataset.map(
+        decode_stage,
+        compute=decode_compute,
+        num_cpus=settings.task_cpus,
+        # A function, not values: Ray Data then never fuses decoding into the actors.
+        ray_remote_args_fn=_decode_remote_args,
+    )
+    threads = options.threads or max(1, int(settings.actor_cpus))
+    dataset = dataset.map_batches(
+        InferenceActor,
+        fn_constructor_args=(specs, options.write_heatmaps, threads),
+        batch_size=options.batch_size,
+        compute=ActorPoolStrategy(size=settings.actors, max_tasks_in_flight_per_actor=2),
+        num_cpus=settings.actor_cpus,
+        num_gpus=settings.actor_gpus or None,
+        ray_remote_args_fn=_actor_remote_args,
+    )
+    return dataset.map(
+        write_stage,
+        fn_kwargs={"plan": context.processor.plan, "destination": context.processor.destination},
+        num_cpus=settings.task_cpus,
+    )
+
+
+def _decode_remote_args() -> dict[str, Any]:
+    return {"max_retries": DECODE_RETRIES}
+
+
+def _actor_remote_args() -> dict[str, Any]:
+    return {"max_restarts": -1, "max_task_retries": ACTOR_TASK_RETRIES}
+
+
+def _finished_batches(dataset: Any, batch_size: int) -> Iterator[list[StudyItem]]:
+    for batch in dataset.iter_batches(batch_size=batch_size, batch_format="numpy"):
+        yield [_unpack(data) for data in batch[ITEM]]
+
+
+def _commit(context: RunContext, finished: list[StudyItem]) -> list[dict[str, Any]]:
+    """The single writer: a full disk stops the run before anything is committed."""
+    outcomes = [item.outcome for item in finished]
+    context.processor.stop_if_storage_failed(outcomes, [])  # type: ignore[arg-type]
+    return context.processor.commit(outcomes, [item.written for item in finished])  # type: ignore[arg-type]
+
+
+def _lost(item: StudyItem) -> StudyItem:
+    error = {
+        "stage": "run",
+        "reason": "worker-lost",
+        "message": "the Ray worker processing this study died on every retry",
+    }
+    loaded = LoadedStudy(key=item.entry.key, error=error)
+    item.outcome = StudyOutcome(loaded, item.entry, errors=[error])
+    item.written = WrittenStudy()
+    return item
+
+
+def _alive_nodes(ray: Any) -> list[dict[str, Any]]:
+    return [node for node in ray.nodes() if node.get("Alive")]
+
+
+class _connected:
+    """Join the cluster (or start a private Ray here); leave it as found."""
+
+    def __init__(self, ray: Any, settings: RayOptions, workers: int) -> None:
+        self.ray, self.settings, self.workers = ray, settings, workers
+        self.started = False
+
+    def __enter__(self) -> _connected:
+        ray, settings = self.ray, self.settings
+        if ray.is_initialized():  # the caller's own Ray (Python API)
+            return self
+        common = {"log_to_driver": False, "configure_logging": False}
+        if settings.address:
+            ray.init(address=settings.address, **common)
+        else:
+            cpus = max(self.workers, 1) * settings.task_cpus + settings.actors * settings.actor_cpus
+            ray.init(
+                num_cpus=max(1, round(cpus)),
+                include_dashboard=False,
+                object_store_memory=(settings.object_store_mb << 20)
+                if settings.object_store_mb
+                else None,
+                _node_ip_address="127.0.0.1",  # a private Ray: nothing listens beyond this host
+                **common,
+            )
+        self.started = True
+        log.info("ray: %d nodes, %s", len(_alive_nodes(ray)), ray.cluster_resources())
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.started:
+            self.ray.shutdown()
