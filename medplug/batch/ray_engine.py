@@ -184,7 +184,7 @@ def run_on_ray(context: RunContext, plugins: Sequence[Plugin], options: BatchOpt
         with BatchProgress(options.progress, total, total - len(pending), "ray") as progress:
             if items:
                 dataset = _pipeline(ray, items, specs, context, options, settings)
-                for finished in _finished_batches(dataset, options.batch_size):
+                for finished in _finished_batches(dataset):
                     fresh = [item for item in finished if item.entry.key not in committed]
                     progress.finished(_commit(context, fresh))
                     committed.update(item.entry.key for item in fresh)
@@ -258,8 +258,9 @@ def _actor_remote_args() -> dict[str, Any]:
     return {"max_restarts": -1, "max_task_retries": ACTOR_TASK_RETRIES}
 
 
-def _finished_batches(dataset: Any, batch_size: int) -> Iterator[list[StudyItem]]:
-    for batch in dataset.iter_batches(batch_size=batch_size, batch_format="numpy"):
+def _finished_batches(dataset: Any) -> Iterator[list[StudyItem]]:
+    """Each write task's block as it arrives (one inference batch: one journal commit)."""
+    for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
         yield [_unpack(data) for data in batch[ITEM]]
 
 
