@@ -25,6 +25,7 @@ from pynetdicom.sop_class import Verification
 from medplug.batch.context import RunContext
 from medplug.batch.destinations import Destination
 from medplug.batch.loading import LoadJob, load_study
+from medplug.batch.locators import FolderLocator, locator_from_json
 from medplug.batch.manifest import Manifest
 from medplug.batch.processing import ProcessorSettings
 from medplug.contract import Plugin
@@ -112,7 +113,7 @@ class StudyListener:
         partial.rename(final)
         with self._lock:
             if study_uid not in self._last_seen:
-                self.journal.add_or_reopen(study_uid, {"kind": "folder", "path": str(folder)})
+                self.journal.add_or_reopen(study_uid, FolderLocator(str(folder)).to_json())
             self._last_seen[study_uid] = time.monotonic()
         return 0x0000
 
@@ -173,7 +174,7 @@ class StudyListener:
         job = LoadJob(
             key=study_uid,
             case_id=self.labeller.hash(study_uid),
-            locator=entry.locator,
+            locator=locator_from_json(entry.locator),
             report=found.report,
             clinical=found.clinical,
             rules=self.options.rules,

@@ -41,6 +41,7 @@ from medplug.batch.destinations import Destination
 from medplug.batch.dicom_outputs import write_dicom_outputs
 from medplug.batch.journal import StudyEntry
 from medplug.batch.loading import LoadedStudy, LoadJob, load_study
+from medplug.batch.locators import locator_from_json
 from medplug.batch.processing import (
     OutputPlan,
     StudyOutcome,
@@ -184,10 +185,16 @@ def run_on_ray(context: RunContext, plugins: Sequence[Plugin], options: BatchOpt
         with BatchProgress(options.progress, total, total - len(pending), "ray") as progress:
             if items:
                 dataset = _pipeline(ray, items, specs, context, options, settings)
-                for finished in _finished_batches(dataset):
-                    fresh = [item for item in finished if item.entry.key not in committed]
-                    progress.finished(_commit(context, fresh))
-                    committed.update(item.entry.key for item in fresh)
+                try:
+                    for finished in _finished_batches(dataset):
+                        fresh = [item for item in finished if item.entry.key not in committed]
+                        progress.finished(_commit(context, fresh))
+                        committed.update(item.entry.key for item in fresh)
+                except ray.exceptions.RayError as exc:  # e.g. an actor cannot load a plugin
+                    raise MedplugError(
+                        f"the ray engine stopped: {_first_line(exc)} (finished studies are "
+                        "kept: fix the cause and rerun the same command to resume)"
+                    ) from exc
             lost = [item for item in items if item.entry.key not in committed]
             if lost:
                 log.warning("%d studies lost their worker more often than retried", len(lost))
@@ -199,7 +206,7 @@ def _item(entry: StudyEntry, study: str, options: BatchOptions) -> StudyItem:
     job = LoadJob(
         key=entry.key,
         case_id=study,
-        locator=entry.locator,
+        locator=locator_from_json(entry.locator),
         report=found.report,
         clinical=found.clinical,
         rules=options.rules,
@@ -269,6 +276,15 @@ def _commit(context: RunContext, finished: list[StudyItem]) -> list[dict[str, An
     outcomes = [item.outcome for item in finished]
     context.processor.stop_if_storage_failed(outcomes, [])  # type: ignore[arg-type]
     return context.processor.commit(outcomes, [item.written for item in finished])  # type: ignore[arg-type]
+
+
+def _first_line(exc: BaseException) -> str:
+    """The root cause's message, not Ray's wrapping traceback."""
+    cause = exc
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    lines = [line for line in str(cause).splitlines() if line.strip()]
+    return lines[-1][:300] if lines else type(cause).__name__
 
 
 def _lost(item: StudyItem) -> StudyItem:

@@ -37,6 +37,7 @@ from medplug.batch.dicomweb import RetryPolicy
 from medplug.batch.journal import Journal
 from medplug.batch.lifetime import exit_with
 from medplug.batch.loading import LoadedStudy, LoadJob, error_info, load_study
+from medplug.batch.locators import locator_from_json
 from medplug.batch.manifest import Manifest
 from medplug.batch.memory import HeapTrimmer
 from medplug.batch.processing import ProcessorSettings
@@ -167,10 +168,7 @@ def _run_batch(
     )
     journal, output = context.journal, context.output
     try:
-        journal.add_many(
-            (task.study_uid, task.locator | {"accession": task.accession})
-            for task in discovery.studies
-        )
+        journal.add_many((task.study_uid, task.journal_locator()) for task in discovery.studies)
         requeued = journal.requeue_interrupted(options.retry_errors)
         if requeued:
             log.info("resuming: %d interrupted studies requeued", requeued)
@@ -209,7 +207,7 @@ def _run_local(context: RunContext, options: BatchOptions, pool: Executor | None
             LoadJob(
                 key=entry.key,
                 case_id=labeller.hash(entry.key),
-                locator=entry.locator,
+                locator=locator_from_json(entry.locator),
                 report=(
                     found := options.manifest.lookup(entry.key, entry.locator.get("accession"))
                 ).report,
