@@ -180,6 +180,8 @@ def run_cli(name: str, args: list[str], env: dict[str, str], nodes: int, cluster
         )
         wall = time.perf_counter() - started
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    if cluster is not None:
+        time.sleep(2)  # one more state dump of every raylet after the run
     spilled = spilled_bytes(cluster) if cluster is not None else None
     print(f"{name}: {wall:.1f} s, {len(records)} records, spilled {spilled}", flush=True)
     return Run(name, nodes, wall, records, sampler.sampled, spilled, load_before,
@@ -187,16 +189,27 @@ def run_cli(name: str, args: list[str], env: dict[str, str], nodes: int, cluster
 
 
 def spilled_bytes(cluster) -> int:
-    """Bytes the object stores spilled to disk over the run (every node)."""
-    import ray
-    from ray._private.internal_api import get_memory_info_reply, get_state_from_address
+    """Bytes the object stores spilled over the run, from every raylet's own accounting.
 
-    ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
-    try:
-        reply = get_memory_info_reply(get_state_from_address(cluster.address))
-        return int(reply.store_stats.spilled_bytes_total)
-    finally:
-        ray.shutdown()
+    Ray's memory summary (``ray memory``) needs grpcio, which ``ray[data]`` does not
+    bring; the raylets log the same counters in their periodic state dump
+    (``num bytes currently spilled``, ``cumulative spill requests``) and a
+    ``Spilled N MiB`` line whenever they spill. Any spill request counts as 1 byte at
+    least, so 0 means nothing was spilled at all.
+    """
+    import re
+
+    logs = Path(cluster.head_node.get_session_dir_path()) / "logs"
+    spilled = 0
+    for log in logs.glob("raylet*.out"):
+        text = log.read_text(errors="replace")
+        for mib in re.findall(r"Spilled (\d+) MiB", text):
+            spilled = max(spilled, int(mib) << 20)
+        for count in re.findall(r"cumulative spill requests: (\d+)", text):
+            spilled = max(spilled, int(count))
+        for count in re.findall(r"num bytes currently spilled: (\d+)", text):
+            spilled = max(spilled, int(count))
+    return spilled
 
 
 def ray_cluster(site: Path, cpus: list[int]):
@@ -209,6 +222,7 @@ def ray_cluster(site: Path, cpus: list[int]):
         cluster = Cluster(
             initialize_head=True,
             head_node_args={
+                "_system_config": {"debug_dump_period_milliseconds": 1000},
                 "num_cpus": cpus[0],
                 "object_store_memory": OBJECT_STORE,
                 "include_dashboard": False,

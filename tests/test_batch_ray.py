@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from batch_support import env_with, intensity_model
+from batch_support import ORTHANC, OrthancServer, env_with, intensity_model
 from test_batch import cohort_rows, read_jsonl, run_medplug
 
 ray = pytest.importorskip("ray")
@@ -63,8 +63,8 @@ def split_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return intensity_model(tmp_path_factory.mktemp("split"), centre=-583.3, scale=0.2)
 
 
-def ray_args(cluster: Cluster, cohort: Path, model: Path, out: Path) -> list[str]:
-    return ["batch", str(cohort / "cases"), "--plugin", "mean-intensity", "--model", str(model),
+def ray_args(cluster: Cluster, source: Path | str, model: Path, out: Path) -> list[str]:
+    return ["batch", str(source), "--plugin", "mean-intensity", "--model", str(model),
             "--out", str(out), "--engine", "ray", "--ray-address", cluster.address,
             "--batch-size", "2", "--no-progress"]  # fmt: skip
 
@@ -152,7 +152,7 @@ def test_ray_engine_gives_the_local_engines_results(
     )  # fmt: skip
     assert local.returncode == 0, local.stderr
     remote = run_medplug(
-        ray_args(cluster, sample_cohort, split_model, tmp_path / "ray"),
+        ray_args(cluster, sample_cohort / "cases", split_model, tmp_path / "ray"),
         intensity_site,
         env=LOOPBACK,
     )
@@ -178,21 +178,49 @@ def test_ray_engine_gives_the_local_engines_results(
     assert labels == {"lesion", "no_lesion"}  # both outcomes compared, not one by luck
 
 
+@pytest.fixture
+def orthanc(tmp_path: Path, sample_cohort: Path) -> Iterator[OrthancServer]:
+    """A real Orthanc holding the sample cohort, the source and the push destination."""
+    if not os.access(ORTHANC, os.X_OK):
+        pytest.skip("Orthanc is not installed")
+    server = OrthancServer(tmp_path / "orthanc").start()
+    try:
+        server.store_folder(sample_cohort / "cases")
+        yield server
+    finally:
+        server.stop()
+
+
+def sr_instances(orthanc: OrthancServer, study_uid: str) -> int:
+    """SR instances Orthanc holds in the study (each push of a redone study must replace)."""
+    series = [s for s in orthanc.series_of_study(study_uid) if s["00080060"]["Value"] == ["SR"]]
+    return sum(
+        len(orthanc.get(f"/dicom-web/studies/{study_uid}/series/{uid}/instances"))
+        for uid in (s["0020000E"]["Value"][0] for s in series)
+    )
+
+
 @pytest.mark.slow
+@pytest.mark.orthanc
 def test_driver_killed_then_actor_and_node_lost_still_give_every_study_exactly_once(
     cluster: Cluster,
+    orthanc: OrthancServer,
     sample_cohort: Path,
     intensity_site: Path,
     split_model: Path,
     tmp_path: Path,
 ) -> None:
-    """``kill -9`` of the driver mid-run; the rerun resumes from the journal and, mid-way,
+    """DICOMweb source (WADO-RS on the workers, STOW-RS of each SR back into its study).
+
+    ``kill -9`` of the driver mid-run; the rerun resumes from the journal and, mid-way,
     loses its inference actor (SIGKILL of its process: Ray restarts it and retries its
-    batch) and then the worker node (its tasks and objects are redone on the head)."""
+    batch) and then the worker node (its tasks and objects are redone on the head).
+    Every study is recorded once, and Orthanc holds one SR per study.
+    """
     import psutil
 
     out = tmp_path / "out"
-    args = ray_args(cluster, sample_cohort, split_model, out)
+    args = ray_args(cluster, orthanc.dicomweb, split_model, out)
     journal = out / "journal.sqlite"
     driver = start_driver(args, intensity_site)
     try:
@@ -223,6 +251,9 @@ def test_driver_killed_then_actor_and_node_lost_still_give_every_study_exactly_o
             os.killpg(driver.pid, signal.SIGKILL)
     records = assert_every_study_once(sample_cohort, out)
     assert sum(r["provenance"]["attempt"] == 2 for r in records) == 12 - before
+    assert all(r["provenance"]["pushed_to"].startswith("STOW-RS") for r in records)
+    assert {r["provenance"]["source"] for r in records} == {"dicomweb"}
+    assert all(sr_instances(orthanc, r["study_uid"]) == 1 for r in records)
 
 
 def test_ray_engine_without_ray_says_how_to_install_it(tmp_path: Path) -> None:

@@ -28,9 +28,11 @@ record (reason ``worker-lost``) once Ray's retries are spent.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import pickle
 import tempfile
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -60,8 +62,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("medplug.batch")
 KEY, ITEM = "key", "item"  # the rows' columns: the study UID, the pickled StudyItem
-DECODE_RETRIES = 2  # a decode task whose worker died is run again this often
 ACTOR_TASK_RETRIES = 2  # an inference batch whose actor died is run again this often
+# Studies per pipeline: bounds what the driver holds (a folder study's locator lists every
+# file, ~30 KB for a 300-slice CT) and what a kill leaves marked running.
+CHUNK = 2000
 
 
 def require_ray() -> Any:
@@ -169,36 +173,51 @@ def run_on_ray(context: RunContext, plugins: Sequence[Plugin], options: BatchOpt
     ray = require_ray()
     settings = options.ray or RayOptions()
     specs = plugin_specs(plugins)
-    journal, labeller = context.journal, context.labeller
-    pending = journal.pending()
-    total = sum(journal.counts().values())
+    pending = context.journal.pending()
+    total = sum(context.journal.counts().values())
     with _connected(ray, settings, options.workers):
         if options.deidentify and len(_alive_nodes(ray)) > 1:
             raise MedplugError(
                 "--deidentify with --engine ray needs a one-node cluster: the pseudonym "
                 "map is a SQLite file on this machine; use --engine local"
             )
-        journal.mark_running_many(entry.key for entry in pending)
-        items = [_item(journal.get(entry.key), labeller.hash(entry.key), options)
-                 for entry in pending]  # fmt: skip
-        committed: set[str] = set()
         with BatchProgress(options.progress, total, total - len(pending), "ray") as progress:
-            if items:
-                dataset = _pipeline(ray, items, specs, context, options, settings)
-                try:
-                    for finished in _finished_batches(dataset):
-                        fresh = [item for item in finished if item.entry.key not in committed]
-                        progress.finished(_commit(context, fresh))
-                        committed.update(item.entry.key for item in fresh)
-                except ray.exceptions.RayError as exc:  # e.g. an actor cannot load a plugin
-                    raise MedplugError(
-                        f"the ray engine stopped: {_first_line(exc)} (finished studies are "
-                        "kept: fix the cause and rerun the same command to resume)"
-                    ) from exc
-            lost = [item for item in items if item.entry.key not in committed]
-            if lost:
-                log.warning("%d studies lost their worker more often than retried", len(lost))
-                progress.finished(_commit(context, [_lost(item) for item in lost]))
+            for start in range(0, len(pending), CHUNK):
+                chunk = pending[start : start + CHUNK]
+                _run_chunk(ray, context, chunk, specs, options, settings, progress)
+
+
+def _run_chunk(
+    ray: Any,
+    context: RunContext,
+    pending: list[StudyEntry],
+    specs: list[tuple[str, str]],
+    options: BatchOptions,
+    settings: RayOptions,
+    progress: BatchProgress,
+) -> None:
+    """One pipeline over up to ``CHUNK`` studies: the driver holds only their locators,
+    and only they are marked running (what a kill makes the rerun redo)."""
+    journal, labeller = context.journal, context.labeller
+    journal.mark_running_many(entry.key for entry in pending)
+    items = [_item(journal.get(entry.key), labeller.hash(entry.key), options)
+             for entry in pending]  # fmt: skip
+    committed: set[str] = set()
+    dataset = _pipeline(ray, items, specs, context, options, settings)
+    try:
+        for finished in _finished_batches(dataset):
+            fresh = [item for item in finished if item.entry.key not in committed]
+            progress.finished(_commit(context, fresh))
+            committed.update(item.entry.key for item in fresh)
+    except ray.exceptions.RayError as exc:  # e.g. an actor cannot load a plugin
+        raise MedplugError(
+            f"the ray engine stopped: {_first_line(exc)} (finished studies are "
+            "kept: fix the cause and rerun the same command to resume)"
+        ) from exc
+    lost = [item for item in items if item.entry.key not in committed]
+    if lost:
+        log.warning("%d studies lost their worker more often than retried", len(lost))
+        progress.finished(_commit(context, [_lost(item) for item in lost]))
 
 
 def _item(entry: StudyEntry, study: str, options: BatchOptions) -> StudyItem:
@@ -224,7 +243,7 @@ def _pipeline(
     settings: RayOptions,
 ) -> Any:
     """decode (tasks) -> inference (actor pool) -> write (tasks), streaming."""
-    from ray.data import ActorPoolStrategy, DataContext, TaskPoolStrategy
+    from ray.data import DataContext, TaskPoolStrategy
 
     data_context = DataContext.get_current()
     data_context.enable_progress_bars = False  # the driver shows its own (BatchProgress)
@@ -237,19 +256,13 @@ def _pipeline(
         decode_stage,
         compute=decode_compute,
         num_cpus=settings.task_cpus,
-        # A function, not values: Ray Data then never fuses decoding into the actors.
-        ray_remote_args_fn=_decode_remote_args,
+        # Reserved per decode task (a CT volume and its copies); being a resource the
+        # actors do not ask for, it also keeps Ray Data from fusing decoding into them.
+        memory=settings.decode_memory_mb << 20,
     )
-    threads = options.threads or max(1, int(settings.actor_cpus))
-    dataset = dataset.map_batches(
-        InferenceActor,
-        fn_constructor_args=(specs, options.write_heatmaps, threads),
-        batch_size=options.batch_size,
-        compute=ActorPoolStrategy(size=settings.actors, max_tasks_in_flight_per_actor=2),
-        num_cpus=settings.actor_cpus,
-        num_gpus=settings.actor_gpus or None,
-        ray_remote_args_fn=_actor_remote_args,
-    )
+    with warnings.catch_warnings():  # ray_remote_args_fn's deprecation (see _actor_retries)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        dataset = _with_actors(dataset, specs, options, settings)
     return dataset.map(
         write_stage,
         fn_kwargs={"plan": context.processor.plan, "destination": context.processor.destination},
@@ -257,8 +270,32 @@ def _pipeline(
     )
 
 
-def _decode_remote_args() -> dict[str, Any]:
-    return {"max_retries": DECODE_RETRIES}
+def _with_actors(
+    dataset: Any, specs: list[tuple[str, str]], options: BatchOptions, settings: RayOptions
+) -> Any:
+    from ray.data import ActorPoolStrategy
+
+    threads = options.threads or max(1, int(settings.actor_cpus))
+    return dataset.map_batches(
+        InferenceActor,
+        fn_constructor_args=(specs, options.write_heatmaps, threads),
+        batch_size=options.batch_size,
+        compute=ActorPoolStrategy(size=settings.actors, max_tasks_in_flight_per_actor=2),
+        num_cpus=settings.actor_cpus,
+        num_gpus=settings.actor_gpus or None,
+        **_actor_retries(),
+    )
+
+
+def _actor_retries() -> dict[str, Any]:
+    """Bound the retries of a batch whose actor died (Ray Data's default: for ever, so a
+    study that kills its actor every time would never end). Through ``ray_remote_args_fn``,
+    deprecated since Ray 2.51 with no replacement yet; left out where it is gone."""
+    from ray.data import Dataset
+
+    if "ray_remote_args_fn" not in inspect.signature(Dataset.map_batches).parameters:
+        return {}
+    return {"ray_remote_args_fn": _actor_remote_args}
 
 
 def _actor_remote_args() -> dict[str, Any]:

@@ -24,5 +24,6 @@ class RayOptions:
     actor_cpus: float = 1.0  # CPUs each actor reserves (and its torch threads)
     actor_gpus: float = 0.0  # GPUs each actor reserves (0: CPU inference)
     task_cpus: float = 1.0  # CPUs each decode or write task reserves
+    decode_memory_mb: int = 1024  # memory each decode task reserves (a CT and its copies)
     decode_tasks: int | None = None  # decode tasks at once (None: Ray's backpressure decides)
     object_store_mb: int | None = None  # private Ray only: object store size
