@@ -60,22 +60,24 @@ class Sampled:
     baseline: dict[int, float] = field(default_factory=dict)
 
 
-def role_of(process: psutil.Process) -> str:
+def role_of(process: psutil.Process, driver_pid: int | None) -> str:
     try:
         cmdline = " ".join(process.cmdline())
         name = process.name()
     except psutil.Error:
         return "gone"
-    if "medplug.cli.main" in cmdline:
+    if process.pid == driver_pid:
         return "driver (medplug batch)"
     if "InferenceActor" in cmdline:
         return "ray inference actor"
-    if cmdline.startswith("ray::"):
+    if cmdline.startswith("ray::") or "default_worker.py" in cmdline:
         return "ray worker (decode/write tasks)"
-    if "multiprocessing" in cmdline and "forkserver" in cmdline:
-        return "local fork server"
-    if "multiprocessing" in cmdline:
-        return "local worker (decode/write)"
+    if "forkserver" in cmdline:
+        return "local fork server + decode/write workers"
+    if "resource_tracker" in cmdline:
+        return "local resource tracker"
+    if "medplug.cli.main" in cmdline:
+        return "driver's header-scan workers"
     for known in ("raylet", "gcs_server", "log_monitor", "dashboard", "runtime_env", "monitor"):
         if known in name or known in cmdline:
             return f"ray {known}"
@@ -87,6 +89,7 @@ class TreeSampler:
 
     def __init__(self, period: float = 0.2) -> None:
         self.period = period
+        self.driver_pid: int | None = None  # set once the CLI is started
         self.sampled = Sampled()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -118,8 +121,9 @@ class TreeSampler:
             pid = process.pid
             if first:
                 data.baseline[pid] = cpu
-            if pid not in data.role or data.role[pid].startswith("ray worker"):
-                data.role[pid] = role_of(process)  # a Ray worker's title follows its task
+            role = role_of(process, self.driver_pid)  # a Ray worker's title follows its task
+            if data.role.get(pid) != "ray inference actor" and role != "gone":
+                data.role[pid] = role
             data.peak_rss[pid] = max(rss, data.peak_rss.get(pid, 0))
             data.cpu[pid] = cpu - data.baseline.get(pid, 0.0)
 
@@ -172,12 +176,14 @@ def run_cli(name: str, args: list[str], env: dict[str, str], nodes: int, cluster
     load_before = os.getloadavg()[0]
     with TreeSampler() as sampler:
         started = time.perf_counter()
-        subprocess.run(
+        driver = subprocess.Popen(
             [sys.executable, "-m", "medplug.cli.main", *args, "--out", str(out), "--no-progress"],
             env=env,
-            check=True,
             stdout=subprocess.DEVNULL,
         )
+        sampler.driver_pid = driver.pid
+        if driver.wait() != 0:
+            raise RuntimeError(f"{name}: medplug batch failed (exit {driver.returncode})")
         wall = time.perf_counter() - started
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     if cluster is not None:

@@ -183,9 +183,13 @@ def orthanc(tmp_path: Path, sample_cohort: Path) -> Iterator[OrthancServer]:
     """A real Orthanc holding the sample cohort, the source and the push destination."""
     if not os.access(ORTHANC, os.X_OK):
         pytest.skip("Orthanc is not installed")
+    import httpx
+
     server = OrthancServer(tmp_path / "orthanc").start()
-    try:
-        server.store_folder(sample_cohort / "cases")
+    try:  # through the REST API: stored as is, RLE, JPEG-LS and JPEG 2000 studies too
+        for path in sorted((sample_cohort / "cases").glob("*/dicom/*")):
+            response = httpx.post(f"{server.url}/instances", content=path.read_bytes())
+            response.raise_for_status()
         yield server
     finally:
         server.stop()
@@ -215,7 +219,8 @@ def test_driver_killed_then_actor_and_node_lost_still_give_every_study_exactly_o
     ``kill -9`` of the driver mid-run; the rerun resumes from the journal and, mid-way,
     loses its inference actor (SIGKILL of its process: Ray restarts it and retries its
     batch) and then the worker node (its tasks and objects are redone on the head).
-    Every study is recorded once, and Orthanc holds one SR per study.
+    Every study (some RLE, JPEG-LS, JPEG 2000) is recorded once, and Orthanc holds one
+    SR per study.
     """
     import psutil
 
