@@ -68,9 +68,12 @@ def role_of(process: psutil.Process, driver_pid: int | None) -> str:
         return "gone"
     if process.pid == driver_pid:
         return "driver (medplug batch)"
+    for daemon in ("raylet", "gcs_server"):  # before the workers: raylet's own command
+        if name == daemon or cmdline.split(" ")[0].endswith(f"/{daemon}"):  # names theirs
+            return f"ray {daemon}"
     if "InferenceActor" in cmdline:
         return "ray inference actor"
-    if cmdline.startswith("ray::") or "default_worker.py" in cmdline:
+    if cmdline.startswith("ray::") or name.startswith("ray::") or "default_worker.py" in cmdline:
         return "ray worker (decode/write tasks)"
     if "forkserver" in cmdline:
         return "local fork server + decode/write workers"
@@ -78,7 +81,7 @@ def role_of(process: psutil.Process, driver_pid: int | None) -> str:
         return "local resource tracker"
     if "medplug.cli.main" in cmdline:
         return "driver's header-scan workers"
-    for known in ("raylet", "gcs_server", "log_monitor", "dashboard", "runtime_env", "monitor"):
+    for known in ("log_monitor", "dashboard", "runtime_env", "monitor"):
         if known in name or known in cmdline:
             return f"ray {known}"
     return name
