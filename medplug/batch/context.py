@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from medplug.batch.deidentify import PseudonymMap
 from medplug.batch.destinations import Destination
 from medplug.batch.identifiers import StudyLabeller
 from medplug.batch.journal import Journal
 from medplug.batch.outputs import OutputFolder
 from medplug.batch.processing import ProcessorSettings, StudyProcessor
 from medplug.contract import Plugin
+from medplug.dicom_out.deidentify import PseudonymMap
 
 JOURNAL_NAME = "journal.sqlite"
 

@@ -48,6 +48,7 @@ class ListenerOptions:
     deidentify: bool = False
     pseudonym_map: Path | None = None
     show_identifiers: bool = False
+    heatmap_format: str = "pm"  # pm (Parametric Map), sc (Secondary Capture) or none
 
 
 class StudyListener:
@@ -67,6 +68,7 @@ class StudyListener:
             plugins,
             ProcessorSettings(
                 deidentify=options.deidentify,
+                heatmap_format=options.heatmap_format,
                 source_kind="dimse",
                 push_deidentified=options.deidentify,
             ),

@@ -40,7 +40,6 @@ import numpy as np
 
 from medplug.batch.context import RunContext
 from medplug.batch.destinations import Destination
-from medplug.batch.dicom_outputs import write_dicom_outputs
 from medplug.batch.journal import StudyEntry
 from medplug.batch.loading import LoadedStudy, LoadJob, load_study
 from medplug.batch.locators import locator_from_json
@@ -55,6 +54,7 @@ from medplug.batch.processing import (
 from medplug.batch.progress import BatchProgress
 from medplug.batch.ray_options import RAY_MISSING, RayOptions
 from medplug.contract import Plugin
+from medplug.dicom_out.job import write_dicom_outputs
 from medplug.errors import MedplugError
 
 if TYPE_CHECKING:
@@ -116,23 +116,24 @@ class InferenceActor:
     """Loads the plugins once; then ``predict_outcomes`` on each batch of studies."""
 
     def __init__(
-        self, specs: list[tuple[str, str]], keep_heatmaps: bool, threads: int | None
+        self, specs: list[tuple[str, str]], heatmap_format: str, threads: int | None
     ) -> None:
         from medplug.registry import load_plugin
         from medplug.threads import apply_thread_policy
 
         apply_thread_policy(requested=threads)
         self.plugins = [load_plugin(name, folder) for name, folder in specs]
-        if not keep_heatmaps:  # as the CLI's --no-heatmaps: skip computing explanations
+        if heatmap_format == "none":  # as the CLI's: no heatmap, no explanation computed
             for plugin in self.plugins:
                 if hasattr(plugin, "explain"):
                     plugin.explain = False
-        self.keep_heatmaps = keep_heatmaps
+        self.heatmap_format = heatmap_format
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         items = [_unpack(data) for data in batch[ITEM]]
         outcomes = [StudyOutcome(item.loaded, item.entry) for item in items]  # type: ignore[arg-type]
-        predict_outcomes(self.plugins, outcomes, self.keep_heatmaps)
+        # Heatmaps stay arrays (no spool folder): they travel in the row to the write task.
+        predict_outcomes(self.plugins, outcomes, self.heatmap_format)
         for item, outcome in zip(items, outcomes, strict=True):
             item.loaded, item.outcome = None, outcome
         packed = np.empty(len(items), dtype=object)
@@ -149,7 +150,7 @@ def write_stage(
     assert outcome is not None
     job = output_job(outcome, item.study, plan)
     item.written = deliver(outcome, write_dicom_outputs(job) if job else None, destination)
-    outcome.heatmap_slices = {}  # written; the driver needs only the record's fields
+    outcome.heatmaps, outcome.heatmap_slices = {}, {}  # written; the driver needs none
     return {KEY: row[KEY], ITEM: _pack(item)}
 
 
@@ -279,7 +280,7 @@ def _with_actors(
     threads = options.threads or max(1, int(settings.actor_cpus))
     return dataset.map_batches(
         InferenceActor,
-        fn_constructor_args=(specs, options.write_heatmaps, threads),
+        fn_constructor_args=(specs, options.heatmap_format, threads),
         batch_size=options.batch_size,
         compute=ActorPoolStrategy(size=settings.actors, max_tasks_in_flight_per_actor=2),
         num_cpus=settings.actor_cpus,

@@ -66,7 +66,7 @@ class BatchOptions:
     manifest: Manifest = field(default_factory=Manifest.empty)
     deidentify: bool = False
     pseudonym_map: Path | None = None
-    write_heatmaps: bool = True
+    heatmap_format: str = "pm"  # pm (Parametric Map), sc (Secondary Capture) or none
     write_fhir: bool = True  # fhir/<study>.json, a FHIR R4 DiagnosticReport per study
     show_identifiers: bool = False
     retry_errors: bool = False
@@ -158,7 +158,7 @@ def _run_batch(
         options,
         plugins,
         ProcessorSettings(
-            write_heatmaps=options.write_heatmaps,
+            heatmap_format=options.heatmap_format,
             write_fhir=options.write_fhir,
             deidentify=options.deidentify,
             source_kind=options.source_kind,
@@ -202,6 +202,7 @@ def _run_local(context: RunContext, options: BatchOptions, pool: Executor | None
         _given_or_own_pool(pool, options.workers) as pool,
     ):
         processor.output_pool = pool
+        processor.array_dir = spool if pool is not None else None
         trimmer = HeapTrimmer()
         jobs = (
             LoadJob(
