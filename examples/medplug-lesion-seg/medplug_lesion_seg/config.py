@@ -36,12 +36,16 @@ class LesionSegConfig:
     # Voxels with P(lesion) >= threshold form the mask; the case's P(lesion) is the
     # highest voxel probability, so a case is "lesion" exactly when its mask is not empty.
     threshold: float = 0.5
+    single_lesion: bool = True  # keep only the region around the most probable voxel
     # Training, on patches: a patch is centred on a lesion voxel with probability
     # ``lesion_patch_fraction`` (in cases with a lesion), elsewhere at random. Whole
     # volumes cost ~8x more per step and drown the ~100 lesion voxels in background.
     patch_size: list[int] = field(default_factory=lambda: [24, 24, 8])
-    patches_per_case: int = 4
-    lesion_patch_fraction: float = 0.8
+    patches_per_case: int = 6
+    lesion_patch_fraction: float = 0.5
+    # Of the other patches, this fraction is centred on a voxel as dense as the lesions
+    # (chest wall, spine): where whole-volume masks otherwise put false positives.
+    hard_negative_fraction: float = 0.5
     epochs: int = 20
     batch_size: int = 16
     learning_rate: float = 1e-2  # Adam, cosine decay to 0 over all steps, no warm-up

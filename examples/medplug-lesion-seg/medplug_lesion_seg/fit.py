@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from medplug.errors import DataError
 from medplug.model_folder import save_model_folder
+from monai.data import MetaTensor
 from monai.transforms import SpatialPad
 from nibabel.orientations import io_orientation
 
@@ -49,9 +50,14 @@ def to_tensors(cases: list[SegCase], config: LesionSegConfig) -> tuple[torch.Ten
         masks.append(apply_chain(mask_volume, mask_chain, case.case_id).as_tensor())
     size = np.max([tuple(image.shape[1:]) for image in images], axis=0).tolist()
     pad = SpatialPad(spatial_size=size)
-    images = [torch.as_tensor(pad(image)) for image in images]
-    masks = [(torch.as_tensor(pad(mask)) > 0.5).float() for mask in masks]
+    # Plain tensors: MONAI's MetaTensor would track metadata through every training op.
+    images = [_plain(pad(image)) for image in images]
+    masks = [(_plain(pad(mask)) > 0.5).float() for mask in masks]
     return torch.stack(images), torch.stack(masks)
+
+
+def _plain(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.as_tensor() if isinstance(tensor, MetaTensor) else tensor
 
 
 def data_fingerprint(data: Path, train: list[SegCase], val: list[SegCase]) -> dict[str, Any]:

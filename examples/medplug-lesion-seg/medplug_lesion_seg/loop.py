@@ -24,6 +24,7 @@ from torch import nn
 from medplug_lesion_seg.config import LesionSegConfig
 from medplug_lesion_seg.evaluate import case_dice
 from medplug_lesion_seg.network import build_network
+from medplug_lesion_seg.postprocess import lesion_mask
 
 
 @dataclass
@@ -48,11 +49,18 @@ def predict_probabilities(
     return torch.cat(outputs)
 
 
-def mean_dice(probabilities: torch.Tensor, masks: torch.Tensor, threshold: float) -> float:
-    """Mean per-case Dice; a case with no lesion scores 1 only if nothing is predicted."""
-    predicted = (probabilities >= threshold).numpy()
+def mean_dice(probabilities: torch.Tensor, masks: torch.Tensor, config: LesionSegConfig) -> float:
+    """Mean per-case Dice of the plugin's masks; a case with no lesion scores 1 only if
+    nothing is predicted."""
     truth = masks.numpy() > 0.5
-    return float(np.mean([case_dice(p, t) for p, t in zip(predicted, truth, strict=True)]))
+    return float(
+        np.mean(
+            [
+                case_dice(lesion_mask(p[0], config.threshold, config.single_lesion), t[0])
+                for p, t in zip(probabilities.numpy(), truth, strict=True)
+            ]
+        )
+    )
 
 
 class PatchSampler:
@@ -69,6 +77,18 @@ class PatchSampler:
         spatial = images.shape[2:]
         self.size = [min(p, n) for p, n in zip(config.patch_size, spatial, strict=True)]
         self.lesion_voxels = [torch.nonzero(mask[0] > 0.5) for mask in masks]
+        # Hard negatives: voxels as dense as the lesions (chest wall, spine) but outside them,
+        # where whole-volume predictions otherwise put false positives.
+        dense = [
+            float(image[mask > 0.5].mean())
+            for image, mask in zip(images, masks, strict=True)
+            if mask.any()
+        ]
+        level = float(np.mean(dense)) if dense else 0.5
+        self.hard_voxels = [
+            torch.nonzero((torch.abs(image[0] - level) < 0.1) & (mask[0] < 0.5))
+            for image, mask in zip(images, masks, strict=True)
+        ]
 
     def _uniform(self, high: int) -> int:
         return int(torch.randint(0, max(high, 1), (), generator=self.generator))
@@ -79,8 +99,14 @@ class PatchSampler:
         on_lesion = len(voxels) and (
             torch.rand((), generator=self.generator).item() < self.config.lesion_patch_fraction
         )
+        hard = self.hard_voxels[index]
         if on_lesion:
             centre = voxels[self._uniform(len(voxels))].tolist()
+        elif (
+            len(hard)
+            and torch.rand((), generator=self.generator).item() < self.config.hard_negative_fraction
+        ):
+            centre = hard[self._uniform(len(hard))].tolist()
         else:
             centre = [self._uniform(n) for n in shape]
         return [
@@ -149,7 +175,7 @@ def train_network(
             optimizer.step()
             schedule.step()
             losses.append(float(loss))
-        val_dice = mean_dice(predict_probabilities(model, val_x), val_y, config.threshold)
+        val_dice = mean_dice(predict_probabilities(model, val_x), val_y, config)
         record = {"epoch": epoch, "loss": float(np.mean(losses)), "val_dice": val_dice}
         result.history.append(record)
         report("fit", epoch, config.epochs, loss=record["loss"], val_dice=val_dice)

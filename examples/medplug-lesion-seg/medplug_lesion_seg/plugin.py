@@ -2,7 +2,8 @@
 
 A prediction carries the lesion ``Segmentation`` on the input image's own grid
 (the network runs on a resampled copy; the probability map is mapped back
-before thresholding), P(lesion) as the highest voxel probability, the label
+before thresholding, and by default only the region around the most probable
+voxel is kept), P(lesion) as the highest voxel probability, the label
 (lesion exactly when the mask is not empty), the lesion volume and, unless
 ``explain`` is off, the voxel probabilities as the heatmap.
 """
@@ -34,6 +35,7 @@ from torch import nn
 from medplug_lesion_seg import LABELS, PLUGIN_NAME
 from medplug_lesion_seg.config import LesionSegConfig
 from medplug_lesion_seg.network import build_network
+from medplug_lesion_seg.postprocess import lesion_mask
 from medplug_lesion_seg.transforms import apply_chain, build_chain, to_input_grid
 
 LESION_SEGMENT = Segment(
@@ -125,7 +127,9 @@ class LesionSegPlugin(Plugin):
         probabilities = self.probability_map(case)
         image = case.image
         assert image is not None
-        mask = (probabilities >= self.config.threshold).astype(np.uint8)
+        mask = lesion_mask(probabilities, self.config.threshold, self.config.single_lesion).astype(
+            np.uint8
+        )
         segmentation = Segmentation(
             label_map=mask, segments=[LESION_SEGMENT], affine=np.asarray(image.affine)
         )
