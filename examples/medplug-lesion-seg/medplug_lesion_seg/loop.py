@@ -174,7 +174,7 @@ def train_network(
             loss.backward()
             optimizer.step()
             schedule.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         val_dice = mean_dice(predict_probabilities(model, val_x), val_y, config)
         record = {"epoch": epoch, "loss": float(np.mean(losses)), "val_dice": val_dice}
         result.history.append(record)
