@@ -15,7 +15,7 @@ DEMO_CASES ?= 48
 MODELS := sample_data/models
 export MEDPLUG_MODELS := $(abspath $(MODELS))
 
-.PHONY: venv system-packages demo test lint fuzz sample-data demo-models bench bench-ingest bench-image bench-text bench-fusion bench-batch bench-serve bench-startup clean
+.PHONY: venv system-packages demo test lint fuzz sample-data demo-models bench bench-ingest bench-image bench-text bench-fusion bench-batch bench-serve bench-startup bench-scale clean
 
 venv: $(VENV)/.installed
 
@@ -79,6 +79,10 @@ bench-batch: venv
 
 bench-serve: venv
 	$(PY) benchmarks/serve.py
+
+# medplug batch --engine local vs ray, one and two simulated nodes (benchmarks/results/scale.md)
+bench-scale: venv
+	OMP_NUM_THREADS=1 $(PY) benchmarks/scale.py
 
 # Start-up and per-case latency (benchmarks/results/startup.md). BASELINE=/path/to/an/older/checkout
 # (with its own .venv) measures it too, side by side.

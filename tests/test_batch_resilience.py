@@ -42,6 +42,7 @@ from medplug.batch.dicomweb import (
     with_retries,
 )
 from medplug.batch.loading import LoadJob, load_study
+from medplug.batch.locators import DicomwebLocator
 
 needs_orthanc = pytest.mark.skipif(not Path(ORTHANC).exists(), reason="Orthanc not installed")
 FAST_RETRIES = ["--retries", "60", "--retry-max-wait", "1", "--network-timeout", "2"]
@@ -269,7 +270,7 @@ def test_jpeg2000_study_is_fetched_as_stored_and_decoded_locally(
         for path in fetched.iterdir():  # the server sent what it stores, no transcoding
             header = pydicom.dcmread(path, stop_before_pixels=True)
             assert header.file_meta.TransferSyntaxUID == JPEG2000Lossless
-        locator = {"kind": "dicomweb", "url": server.dicomweb, "study_uid": study_uid}
+        locator = DicomwebLocator(server.dicomweb, study_uid)
         job = LoadJob(key=study_uid, case_id="j2k", locator=locator, spool_dir=str(tmp_path))
         loaded = load_study(job)
         assert loaded.error is None, loaded.error
@@ -316,11 +317,13 @@ def test_disk_full_stops_with_one_line_and_resume_finishes_every_study_once(
     cases = [f"case{i:04d}" for i in (1, 2, 3, 5, 6, 8, 9, 12)]
     source = folder_source(tmp_path, sample_cohort, cases)
     out = small_disk / "out"
-    # Leave ~260 KiB: the journal and a few studies' SR and secondary capture fit, not all.
+    # Leave ~260 KiB: the journal and a few studies' SR and secondary capture fit, not all
+    # (the SC: a whole-volume Parametric Map per study would not fit the 3 MiB disk at all).
     ballast = small_disk / "ballast"
     free = shutil.disk_usage(small_disk).free
     ballast.write_bytes(b"\0" * (free - 260 * 1024))
-    command = batch_command(str(source), intensity_dir, out, "--workers", "1", "--batch-size", "2")
+    command = batch_command(str(source), intensity_dir, out, "--workers", "1", "--batch-size", "2",
+                            "--heatmap-format", "sc")  # fmt: skip
     full = subprocess.run(
         command, env=env_with(intensity_site), capture_output=True, text=True, timeout=180
     )

@@ -13,15 +13,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pydicom
-from pydicom.dataset import Dataset
-
 from medplug.batch.dicomweb import RetryCount, RetryPolicy, retrieve_study
+from medplug.batch.locators import (
+    DicomwebLocator,
+    FolderLocator,
+    StudyLocator,
+    locator_from_json,
+)
 from medplug.batch.spooled_arrays import discard_spooled, spool_images
 from medplug.batch.storage import storage_problem
-from medplug.contract import Case, ClinicalValue, ImageVolume
+from medplug.contract import Case, ClinicalValue
+from medplug.dicom_out.evidence import StudyEvidence, study_evidence
 from medplug.errors import DicomError, MedplugError
-from medplug.ingest.scan import ScanResult
 
 
 @dataclass
@@ -30,7 +33,7 @@ class LoadJob:
 
     key: str
     case_id: str
-    locator: dict[str, Any]
+    locator: StudyLocator  # (the journal's JSON form is accepted and converted)
     report: str | None = None
     clinical: dict[str, ClinicalValue] = field(default_factory=dict)
     rules: dict[str, Any] | None = None
@@ -40,38 +43,9 @@ class LoadJob:
     array_dir: str | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)  # DICOMweb fetches
 
-
-@dataclass
-class StudyEvidence:
-    """What an SR and a secondary capture must cite about the images a plugin read.
-
-    One full header (patient, study and image attributes; no pixels) and the
-    UIDs of every instance of the series. Taken from the headers the decoder
-    already scanned, so no file is parsed twice; small to send between processes.
-    """
-
-    reference: Dataset
-    study_uid: str
-    series_uid: str
-    instances: list[tuple[str, str]]  # (SOP Class UID, SOP Instance UID)
-
-    def __len__(self) -> int:
-        return len(self.instances)
-
-    def datasets(self) -> list[Dataset]:
-        """The reference header first, then a minimal dataset per other instance."""
-        cited = [self.reference]
-        reference_uid = str(self.reference.get("SOPInstanceUID", ""))
-        for sop_class, sop_instance in self.instances:
-            if sop_instance == reference_uid:
-                continue
-            item = Dataset()
-            item.SOPClassUID = sop_class
-            item.SOPInstanceUID = sop_instance
-            item.StudyInstanceUID = self.study_uid
-            item.SeriesInstanceUID = self.series_uid
-            cited.append(item)
-        return cited
+    def __post_init__(self) -> None:
+        if isinstance(self.locator, dict):
+            self.locator = locator_from_json(self.locator)
 
 
 @dataclass
@@ -111,16 +85,18 @@ def load_study(job: LoadJob) -> LoadedStudy:
     loaded = LoadedStudy(key=job.key)
     spooled: Path | None = None
     try:
-        files = job.locator.get("files")
-        if job.locator["kind"] == "dicomweb":
+        locator = job.locator
+        if isinstance(locator, DicomwebLocator):
             count = RetryCount()
             try:
                 spooled = fetch_dicomweb(job, count)
             finally:
                 loaded.retries = count.retries
             files = sorted(str(p) for p in spooled.iterdir())
-        elif job.locator["kind"] == "folder":
-            files = sorted(str(p) for p in Path(job.locator["path"]).rglob("*") if p.is_file())
+        elif isinstance(locator, FolderLocator):
+            files = sorted(str(p) for p in Path(locator.path).rglob("*") if p.is_file())
+        else:
+            files = list(locator.files)
         if not files:
             raise DicomError(None, "empty-study", "the study has no instances")
         loaded.case, loaded.evidence = decode_case(files, job)
@@ -139,14 +115,15 @@ def load_study(job: LoadJob) -> LoadedStudy:
 
 def fetch_dicomweb(job: LoadJob, count: RetryCount | None = None) -> Path:
     """WADO-RS retrieve of the whole study, as stored, into a private spool folder."""
+    locator = job.locator
+    if not isinstance(locator, DicomwebLocator):
+        raise ValueError("not a DICOMweb study")
     if not job.spool_dir:
         raise ValueError("a DICOMweb study needs a spool folder")
     target = Path(job.spool_dir) / job.case_id
     target.mkdir(parents=True, exist_ok=True)
     try:
-        retrieve_study(
-            job.locator["url"], job.locator["study_uid"], target, job.retry, count or RetryCount()
-        )
+        retrieve_study(locator.url, locator.study_uid, target, job.retry, count or RetryCount())
     except Exception as exc:
         shutil.rmtree(target, ignore_errors=True)
         if storage_problem(exc, writing=False) is not None:
@@ -186,18 +163,3 @@ def _single_folder(files: list[str], job: LoadJob) -> Path:
     for number, path in enumerate(files):
         (target / f"{number:05d}.dcm").symlink_to(Path(path).resolve())
     return target
-
-
-def study_evidence(scan: ScanResult, image: ImageVolume) -> StudyEvidence:
-    """The selected series' instances (from the scan) and one full header to cite."""
-    series = scan.find_series(image.series_uid) if image.series_uid else scan.series[0]
-    wanted = set(image.sop_uids)
-    headers = [h for h in series.instances if not wanted or h.sop_instance_uid in wanted]
-    middle = headers[len(headers) // 2]  # the SR's source image: a slice from the volume
-    reference = pydicom.dcmread(middle.path, stop_before_pixels=True)
-    return StudyEvidence(
-        reference=reference,
-        study_uid=str(reference.StudyInstanceUID),
-        series_uid=series.series_uid,
-        instances=[(h.sop_class_uid, h.sop_instance_uid) for h in headers],
-    )

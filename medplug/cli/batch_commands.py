@@ -36,6 +36,15 @@ def _skip_explanations(plugins: list) -> None:
             loaded.explain = False
 
 
+def _heatmap_format(value: str, heatmaps: bool = True) -> str:
+    """The checked --heatmap-format; --no-heatmaps means none."""
+    from medplug.dicom_out import HEATMAP_FORMATS
+
+    if value not in HEATMAP_FORMATS:
+        raise MedplugError(f"--heatmap-format must be one of {', '.join(HEATMAP_FORMATS)}")
+    return value if heatmaps else "none"
+
+
 def _load_plugins_in_background(names: list[str], model_dirs: list[Path] | None) -> Future:
     """Import and load the plugins on a thread while the worker processes find the studies.
 
@@ -150,7 +159,15 @@ def batch(
     push_to: str = typer.Option(
         None, "--push-to", help="Send SRs to this URL or AE@host:port instead."
     ),
-    heatmaps: bool = typer.Option(True, "--heatmaps/--no-heatmaps", help="Grad-CAM as SC."),
+    heatmap_format: str = typer.Option(
+        "pm",
+        "--heatmap-format",
+        help="Heatmaps as pm (DICOM Parametric Map on every source slice), sc (RGB "
+        "Secondary Capture of the peak slice, for viewers that cannot overlay) or none.",
+    ),
+    heatmaps: bool = typer.Option(
+        True, "--heatmaps/--no-heatmaps", help="--no-heatmaps: --heatmap-format none."
+    ),
     fhir: bool = typer.Option(
         True, "--fhir/--no-fhir", help="A FHIR R4 DiagnosticReport per study (fhir/)."
     ),
@@ -169,14 +186,35 @@ def batch(
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     verbose: bool = typer.Option(False, "--verbose", help="Also log to the console."),
+    engine: str = typer.Option(
+        "local", "--engine", help="local: processes on this machine; ray: a Ray cluster."
+    ),
+    ray_address: str = typer.Option(
+        None,
+        "--ray-address",
+        help="Ray cluster: auto (ray start on this machine) or ray://HOST:10001; "
+        "default: a private Ray on this machine.",
+    ),
+    ray_actors: int = typer.Option(
+        1, "--ray-actors", min=1, help="Ray: inference actors (each loads the plugins once)."
+    ),
+    ray_actor_cpus: float = typer.Option(
+        1.0, "--ray-actor-cpus", min=0.0, help="Ray: CPUs per inference actor."
+    ),
+    ray_gpus: float = typer.Option(
+        0.0, "--ray-gpus", min=0.0, help="Ray: GPUs per inference actor (0: CPU inference)."
+    ),
 ) -> None:
     """Run plugins over every study in a folder or a DICOMweb server; resumable."""
     from medplug.batch.destinations import parse_destination
     from medplug.batch.dicomweb import RetryPolicy
     from medplug.batch.manifest import Manifest
-    from medplug.batch.runner import BatchOptions, run_batch, worker_pool
+    from medplug.batch.ray_options import RayOptions
+    from medplug.batch.runner import BatchOptions, check_engine, run_batch, worker_pool
     from medplug.batch.studies import discover_dicomweb, discover_folder
 
+    with medplug_errors_exit():
+        check_engine(engine)  # before any work: ray without Ray says how to install it
     _pause_collector()
     retry = RetryPolicy(
         retries=retries,
@@ -184,7 +222,9 @@ def batch(
         max_wait=retry_max_wait,
         timeout=network_timeout,
     )
-    with medplug_errors_exit(), worker_pool(workers) as pool:
+    # The ray engine decodes on the cluster: no process pool here (discovery scans itself).
+    local_workers = workers if engine == "local" else 0
+    with medplug_errors_exit(), worker_pool(local_workers) as pool:
         is_web = source.startswith(("http://", "https://"))
         if not is_web and not Path(source).is_dir():
             raise MedplugError(f"source {source!r} is neither a folder nor an http(s) URL")
@@ -196,7 +236,8 @@ def batch(
             else discover_folder(Path(source), workers=max(workers, 1), pool=pool)
         )
         plugins = loading.result() if loading is not None else _load_plugins(plugin, model)
-        if not heatmaps:
+        heatmap_format = _heatmap_format(heatmap_format, heatmaps)
+        if heatmap_format == "none":
             _skip_explanations(plugins)
         _freeze_loaded_heap()
         destination = None
@@ -213,7 +254,7 @@ def batch(
             manifest=Manifest.read(manifest) if manifest else Manifest.empty(),
             deidentify=deidentify,
             pseudonym_map=pseudonym_map,
-            write_heatmaps=heatmaps,
+            heatmap_format=heatmap_format,
             write_fhir=fhir,
             show_identifiers=show_identifiers,
             retry_errors=retry_errors,
@@ -221,6 +262,13 @@ def batch(
             progress=progress,
             retry=retry,
             search_retries=discovery.retries,
+            engine=engine,
+            ray=RayOptions(
+                address=ray_address,
+                actors=ray_actors,
+                actor_cpus=ray_actor_cpus,
+                actor_gpus=ray_gpus,
+            ),
         )
         summary = run_batch(discovery, plugins, options, destination, pool=pool)
     counts = summary.counts
@@ -260,6 +308,9 @@ def listen(
     ),
     pseudonym_map: Path = typer.Option(None, "--pseudonym-map", help="Local pseudonym map."),
     show_identifiers: bool = typer.Option(False, "--show-identifiers"),
+    heatmap_format: str = typer.Option(
+        "pm", "--heatmap-format", help="Heatmaps as pm (Parametric Map), sc or none."
+    ),
     verbose: bool = typer.Option(False, "--verbose", help="Also log to the console."),
 ) -> None:
     """Receive studies by DICOM C-STORE, run plugins when a study goes quiet, forward results."""
@@ -273,7 +324,10 @@ def listen(
     _pause_collector()
     with medplug_errors_exit():
         _setup_logging(out, verbose)
+        heatmap_format = _heatmap_format(heatmap_format)
         plugins = _load_plugins(plugin, model)
+        if heatmap_format == "none":
+            _skip_explanations(plugins)
         _freeze_loaded_heap()
         destination = parse_destination(forward_to, calling_ae=ae_title) if forward_to else None
         listener = StudyListener(
@@ -290,6 +344,7 @@ def listen(
                 deidentify=deidentify,
                 pseudonym_map=pseudonym_map,
                 show_identifiers=show_identifiers,
+                heatmap_format=heatmap_format,
             ),
             destination,
         )
