@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from medplug.errors import InputError
 from medplug.ingest import load_case, load_image
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "medplug-lesion-seg"
+BUILD_LEFTOVERS = ("build", "*.egg-info", "__pycache__", ".ruff_cache")
 # Small but real: 30 epochs on a 16-case cohort at one thread (~20 s of training).
 TINY_CONFIG = {"epochs": 30, "patience": 30, "patches_per_case": 8, "num_threads": 1, "seed": 0}
 # Measured with TINY_CONFIG: Dice 0.82, 0.85 and 0.83 on the three held-out (seed 11) lesion
@@ -39,10 +41,14 @@ def _env(site: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def lesion_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """examples/medplug-lesion-seg built and pip-installed (not editable) into a folder."""
-    site = tmp_path_factory.mktemp("lesion_seg_site")
+    root = tmp_path_factory.mktemp("lesion_seg")
+    # Built from a copy: a build leaves build/ and *.egg-info beside the sources it reads.
+    source = root / "medplug-lesion-seg"
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns(*BUILD_LEFTOVERS))
+    site = root / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(site), str(EXAMPLE)],
+         "--target", str(site), str(source)],
         check=True,
     )  # fmt: skip
     assert (site / "medplug_lesion_seg" / "medplug-plugin.json").is_file()

@@ -54,8 +54,8 @@ class LesionSegConfig:
     val_fraction: float = 0.2
     patience: int = 8  # early stopping on validation Dice
     seed: int = 0
-    # One thread: on the shared 2-core box an epoch took ~35 s at 2 threads and ~8 s at 1
-    # (load ~13); this network's small convolutions gain little from a second thread.
+    # One thread: this network's small convolutions gain little from a second one, and on
+    # a shared 2-core box (load ~13) 2 threads made epochs several times slower.
     num_threads: int = 1
 
     def __post_init__(self) -> None:
