@@ -51,9 +51,12 @@ def check_inflated_size(path: Path) -> None:
                             f"the deflated data set inflates to over {limit >> 20} MiB "
                             f"({MAX_DEFLATED_ENV}, MEDPLUG_MAX_VOLUME_BYTES)",
                         )
+                    # At the stream's end, bytes after it (a padding byte) can stay in
+                    # ``unconsumed_tail`` forever while each call returns nothing: stop
+                    # at ``eof``, not when the tail is empty.
+                    if inflater.eof:
+                        return
                     data = inflater.unconsumed_tail
-                if inflater.eof:
-                    return
     except (OSError, zlib.error):
         return  # unreadable or corrupt: the reader that follows names it
 

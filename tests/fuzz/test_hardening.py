@@ -225,3 +225,31 @@ def test_deflated_data_set_is_bounded_before_pydicom_inflates_it(
     assert "inflates to over" in scan.skipped[0].reason
     monkeypatch.delenv("MEDPLUG_MAX_DEFLATED_BYTES")
     assert not scan_folder(tmp_path).skipped  # within the default bound it is read as usual
+
+
+@pytest.mark.timeout(120)
+def test_deflated_stream_followed_by_padding_ends(tmp_path: Path, monkeypatch) -> None:
+    """A byte after the deflate stream's end once kept the size check looping forever.
+
+    CPython's decompressor can leave that byte in ``unconsumed_tail`` after ``eof``
+    while returning nothing; the suite's own deflated file hit it at some UID lengths.
+    Small output steps make the stream end inside a step that started with a tail.
+    """
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import DeflatedExplicitVRLittleEndian, generate_uid
+
+    from medplug.ingest import deflate
+
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.2", generate_uid()
+    ds.BitsAllocated = 8
+    ds.PixelData = bytes(1 << 20)
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    path = tmp_path / "padded.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    monkeypatch.setattr(deflate, "_MAX_OUT", 4096)
+    for _ in range(4):
+        with path.open("ab") as handle:
+            handle.write(b"\0")
+        deflate.check_inflated_size(path)  # returns: within the bound, and it ends
