@@ -337,9 +337,56 @@ def segment_instances(seg: pydicom.Dataset, ct_files: list[Path]) -> set[int]:
     return found
 
 
+def region_probabilities(sr: pydicom.Dataset) -> dict[str, float]:
+    """'Probability of ...' values of the SR's TID 1410 groups (those with a 2D region)."""
+    found = {}
+    for group in sr.ContentSequence:
+        for item in group.get("ContentSequence", []):
+            children = item.get("ContentSequence", [])
+            if not any(child.ValueType == "SCOORD" for child in children):
+                continue
+            for child in children:
+                name = child.ConceptNameCodeSequence[0].CodeMeaning
+                if child.ValueType == "NUM" and name.startswith("Probability of"):
+                    found[name] = float(child.MeasuredValueSequence[0].NumericValue)
+    return found
+
+
+def viewport_annotation_text(driver) -> str:
+    """The text OHIF draws over the viewports (Cornerstone's SVG annotation layer)."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll(\"[data-cy='viewport-grid'] svg text\")]"
+        ".map(t => t.textContent).join('\\n')"
+    )
+
+
+def check_sr_viewport(driver, sr: pydicom.Dataset, artifacts: Path) -> None:
+    """The SR opened in OHIF's SR viewport: each region's probabilities drawn on its slice."""
+    expected = region_probabilities(sr)
+    assert expected, "the SR has no TID 1410 region with probabilities"
+    ActionChains(driver).double_click(thumbnail(driver, str(sr.SeriesDescription))).perform()
+    drawn: dict[str, float] = {}
+    deadline = time.monotonic() + SLOW
+    while set(drawn) != set(expected):
+        text = viewport_annotation_text(driver)
+        drawn = {
+            name: float(match.group(1))
+            for name in expected
+            if (match := re.search(re.escape(name) + r":\s*(-?\d+(?:\.\d+)?(?:e-?\d+)?)", text))
+        }
+        if time.monotonic() > deadline:
+            logs = [e["message"][:200] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+            raise AssertionError(f"SR viewport drew {text!r}, expected {expected}; {logs[-5:]}")
+        time.sleep(2)
+    for name, value in expected.items():  # OHIF may round the number it prints
+        assert abs(drawn[name] - value) < 0.01, (name, drawn[name], value)
+    wait_rendered(driver, colour=False, what="SR viewport")
+    driver.save_screenshot(str(artifacts / "ohif_sr_viewport.png"))
+
+
 def check_sr(driver, sr: pydicom.Dataset, artifacts: Path) -> None:
-    """The SR's finding and probabilities, as OHIF shows them: its Tag Browser (OHIF's SR
-    viewport draws only measurement groups with image coordinates; see docs/viewer.md)."""
+    """The SR's finding and probabilities, as OHIF shows them: its Tag Browser (every
+    value), then its SR viewport (the TID 1410 groups drawn on their slices)."""
     finding, probabilities = sr_values(sr)
     assert finding and probabilities, "the SR has no finding or probabilities"
     open_tag_browser(driver, str(sr.SeriesDescription))
@@ -353,6 +400,7 @@ def check_sr(driver, sr: pydicom.Dataset, artifacts: Path) -> None:
     assert "Finding" in search_tags(driver, "Finding")
     assert finding in search_tags(driver, finding)  # the finding's coded value and meaning
     driver.find_element(By.XPATH, "//*[@role='dialog']//button[normalize-space()='Close']").click()
+    check_sr_viewport(driver, sr, artifacts)
 
 
 def check_secondary_capture(driver, sc: pydicom.Dataset, artifacts: Path) -> None:

@@ -9,11 +9,16 @@ as evidence (study, series, instances) and as the group's source image.
 A plugin that returned a segmentation adds one TID 1411 volumetric group per
 segment: the segment's volume in mL, referencing that segment of the DICOM SEG
 written beside the SR (which is then part of the evidence too).
+Where there is evidence to place a result on the image, a TID 1410 planar ROI
+group repeats it on one source slice with a closed 2D POLYLINE (SCOORD): the
+box around a heatmap's hottest blob (same probabilities and finding as the
+plugin's group), or a segment's box on the slice where it is largest. Viewers
+such as OHIF draw only groups with image coordinates (docs/viewer.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import highdicom as hd
@@ -23,6 +28,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import SegmentationStorage, generate_uid
 
 from medplug.contract import Prediction
+from medplug.dicom_out.region import SliceRegion
 
 MANUFACTURER = "medplug"
 CODING_SCHEME = "99MEDPLUG"  # private coding scheme for plugin labels (PS3.16 8.2)
@@ -54,6 +60,7 @@ class SegmentVolume:
     volume_ml: float
     plugin: str
     plugin_version: str
+    region: SliceRegion | None = None  # its box on the slice where it is largest
 
 
 @dataclass(frozen=True)
@@ -81,10 +88,12 @@ def probability_code(label: str) -> CodedConcept:
     )
 
 
-def measurement_group(
-    prediction: Prediction, source_image: Dataset | None
-) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-    """One plugin's result: algorithm id, coded label, probabilities as measurements."""
+def _results(
+    prediction: Prediction,
+) -> tuple[
+    hd.sr.AlgorithmIdentification, list[hd.sr.Measurement], list[hd.sr.QualitativeEvaluation]
+]:
+    """The plugin's algorithm id, probabilities (measurements) and coded label (finding)."""
     algorithm = hd.sr.AlgorithmIdentification(
         name=prediction.plugin, version=prediction.plugin_version
     )
@@ -102,6 +111,14 @@ def measurement_group(
         if prediction.label
         else []
     )
+    return algorithm, measurements, evaluations
+
+
+def measurement_group(
+    prediction: Prediction, source_image: Dataset | None
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    """One plugin's result: algorithm id, coded label, probabilities as measurements."""
+    algorithm, measurements, evaluations = _results(prediction)
     sources = (
         [hd.sr.SourceImageForMeasurementGroup.from_source_image(source_image)]
         if source_image is not None
@@ -115,6 +132,54 @@ def measurement_group(
         measurements=measurements or None,
         qualitative_evaluations=evaluations or None,
         source_images=sources,
+    )
+
+
+def image_region(region: SliceRegion) -> hd.sr.ImageRegion:
+    """The closed 2D POLYLINE on its source slice (SCOORD, pixel coordinates)."""
+    return hd.sr.ImageRegion(
+        graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+        graphic_data=region.points,
+        source_image=hd.sr.SourceImageForRegion(
+            referenced_sop_class_uid=region.sop_class_uid,
+            referenced_sop_instance_uid=region.sop_instance_uid,
+        ),
+    )
+
+
+def planar_group(
+    prediction: Prediction, region: SliceRegion
+) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    """TID 1410: the plugin's probabilities and finding, on the slice its heatmap peaks."""
+    algorithm, measurements, evaluations = _results(prediction)
+    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=generate_uid(), identifier=f"medplug {prediction.plugin} region"[:64]
+        ),
+        referenced_region=image_region(region),
+        finding_type=label_code(prediction.label) if prediction.label else None,
+        algorithm_id=algorithm,
+        measurements=measurements or None,
+        qualitative_evaluations=evaluations or None,
+    )
+
+
+def segment_planar_group(
+    volume: SegmentVolume, region: SliceRegion
+) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    """TID 1410: the segment's box on the slice where it is largest, with its codes."""
+    algorithm = hd.sr.AlgorithmIdentification(name=volume.plugin, version=volume.plugin_version)
+    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=generate_uid(), identifier=f"{volume.plugin} {volume.label} region"[:64]
+        ),
+        referenced_region=image_region(region),
+        finding_type=volume.type,
+        finding_category=volume.category,
+        algorithm_id=algorithm,
+        qualitative_evaluations=[
+            hd.sr.QualitativeEvaluation(name=FINDING, value=label_code(volume.label))
+        ],
     )
 
 
@@ -147,6 +212,7 @@ def build_sr(
     evidence: Sequence[Dataset],
     identity: SrIdentity | None = None,
     volumes: Sequence[SegmentVolume] = (),
+    regions: Mapping[str, SliceRegion] | None = None,
 ) -> hd.sr.Comprehensive3DSR:
     """An SR in the source study holding every plugin's result.
 
@@ -156,6 +222,9 @@ def build_sr(
     is the measurements' source image. The others need only their study,
     series, SOP class and SOP instance UIDs (see ``StudyEvidence.datasets``).
     ``volumes``: segments of SEGs written beside the SR; each SEG joins the evidence.
+    ``regions``: plugin -> where its heatmap peaks (``region.heatmap_region``); each
+    adds a TID 1410 group on that slice, as does each volume's ``region``. A region's
+    slice must be one of ``evidence``.
     """
     if not evidence:
         raise ValueError("an SR needs at least one source instance as evidence")
@@ -177,7 +246,13 @@ def build_sr(
         observation_context=hd.sr.ObservationContext(observer_device_context=device),
         procedure_reported=CT_PROCEDURE if modality == "CT" else IMAGING_PROCEDURE,
         imaging_measurements=[measurement_group(p, source_image) for p in predictions]
-        + [volume_group(volume) for volume in volumes],
+        + [volume_group(volume) for volume in volumes]
+        + [
+            planar_group(p, regions[p.plugin])
+            for p in predictions
+            if regions and p.plugin in regions
+        ]
+        + [segment_planar_group(v, v.region) for v in volumes if v.region is not None],
     )
     segs = {volume.seg_sop_uid: _cited(volume) for volume in volumes}
     return hd.sr.Comprehensive3DSR(
