@@ -135,9 +135,11 @@ def _objects(
         sc = build_heatmap_sc(image, heatmap, job.evidence.reference, job.sc_series_uid, sop_uid)
         yield f"heatmap:{plugin}", sc, output.sc_path(job.study, plugin)
     if job.sr_identity is not None:
-        sr = build_sr(
-            job.predictions, job.evidence.datasets(), job.sr_identity, volumes, job.regions
-        )
+        regions = dict(job.regions)
+        for volume in sorted(volumes, key=lambda v: v.volume_ml):  # a plugin without a
+            if volume.region is not None and volume.plugin not in job.regions:  # heatmap:
+                regions[volume.plugin] = volume.region  # where its largest segment is
+        sr = build_sr(job.predictions, job.evidence.datasets(), job.sr_identity, volumes, regions)
         yield "sr", sr, output.sr_path(job.study)
 
 

@@ -115,7 +115,7 @@ def _results(
 
 
 def measurement_group(
-    prediction: Prediction, source_image: Dataset | None
+    prediction: Prediction, source_image: Dataset | None, tracking_uid: str | None = None
 ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
     """One plugin's result: algorithm id, coded label, probabilities as measurements."""
     algorithm, measurements, evaluations = _results(prediction)
@@ -126,7 +126,7 @@ def measurement_group(
     )
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=generate_uid(), identifier=f"medplug {prediction.plugin}"[:64]
+            uid=tracking_uid or generate_uid(), identifier=f"medplug {prediction.plugin}"[:64]
         ),
         algorithm_id=algorithm,
         measurements=measurements or None,
@@ -148,13 +148,14 @@ def image_region(region: SliceRegion) -> hd.sr.ImageRegion:
 
 
 def planar_group(
-    prediction: Prediction, region: SliceRegion
+    prediction: Prediction, region: SliceRegion, tracking_uid: str | None = None
 ) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
     """TID 1410: the plugin's probabilities and finding, on the slice its heatmap peaks."""
     algorithm, measurements, evaluations = _results(prediction)
     return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=generate_uid(), identifier=f"medplug {prediction.plugin} region"[:64]
+            uid=tracking_uid or generate_uid(),
+            identifier=f"medplug {prediction.plugin} region"[:64],
         ),
         referenced_region=image_region(region),
         finding_type=label_code(prediction.label) if prediction.label else None,
@@ -165,13 +166,14 @@ def planar_group(
 
 
 def segment_planar_group(
-    volume: SegmentVolume, region: SliceRegion
+    volume: SegmentVolume, region: SliceRegion, tracking_uid: str | None = None
 ) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
     """TID 1410: the segment's box on the slice where it is largest, with its codes."""
     algorithm = hd.sr.AlgorithmIdentification(name=volume.plugin, version=volume.plugin_version)
     return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=generate_uid(), identifier=f"{volume.plugin} {volume.label} region"[:64]
+            uid=tracking_uid or generate_uid(),
+            identifier=f"{volume.plugin} {volume.label} region"[:64],
         ),
         referenced_region=image_region(region),
         finding_type=volume.type,
@@ -183,12 +185,14 @@ def segment_planar_group(
     )
 
 
-def volume_group(volume: SegmentVolume) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
+def volume_group(
+    volume: SegmentVolume, tracking_uid: str | None = None
+) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
     """TID 1411: the segment's volume in mL, referencing the segment in the SEG."""
     algorithm = hd.sr.AlgorithmIdentification(name=volume.plugin, version=volume.plugin_version)
     return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=generate_uid(), identifier=f"{volume.plugin} {volume.label}"[:64]
+            uid=tracking_uid or generate_uid(), identifier=f"{volume.plugin} {volume.label}"[:64]
         ),
         referenced_segment=hd.sr.ReferencedSegment(
             sop_class_uid=SegmentationStorage,
@@ -222,9 +226,10 @@ def build_sr(
     is the measurements' source image. The others need only their study,
     series, SOP class and SOP instance UIDs (see ``StudyEvidence.datasets``).
     ``volumes``: segments of SEGs written beside the SR; each SEG joins the evidence.
-    ``regions``: plugin -> where its heatmap peaks (``region.heatmap_region``); each
-    adds a TID 1410 group on that slice, as does each volume's ``region``. A region's
-    slice must be one of ``evidence``.
+    ``regions``: plugin -> where its result lies (``region.heatmap_region``, or its
+    largest segment's region); each adds a TID 1410 group on that slice, as does each
+    volume's ``region``, with the same Tracking Unique Identifier as the group it
+    places. A region's slice must be one of ``evidence``.
     """
     if not evidence:
         raise ValueError("an SR needs at least one source instance as evidence")
@@ -242,17 +247,27 @@ def build_sr(
         ),
     )
     modality = getattr(source_image, "Modality", None)
+    # A region group shares its result's Tracking Unique Identifier: one finding, two
+    # groups (OHIF merges groups by it and draws the merged one on the image).
+    tracking = {p.plugin: generate_uid() for p in predictions}
+    segment_tracking = {id(v): generate_uid() for v in volumes}
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=device),
         procedure_reported=CT_PROCEDURE if modality == "CT" else IMAGING_PROCEDURE,
-        imaging_measurements=[measurement_group(p, source_image) for p in predictions]
-        + [volume_group(volume) for volume in volumes]
+        imaging_measurements=[
+            measurement_group(p, source_image, tracking[p.plugin]) for p in predictions
+        ]
+        + [volume_group(v, segment_tracking[id(v)]) for v in volumes]
         + [
-            planar_group(p, regions[p.plugin])
+            planar_group(p, regions[p.plugin], tracking[p.plugin])
             for p in predictions
             if regions and p.plugin in regions
         ]
-        + [segment_planar_group(v, v.region) for v in volumes if v.region is not None],
+        + [
+            segment_planar_group(v, v.region, segment_tracking[id(v)])
+            for v in volumes
+            if v.region is not None
+        ],
     )
     segs = {volume.seg_sop_uid: _cited(volume) for volume in volumes}
     return hd.sr.Comprehensive3DSR(
