@@ -30,8 +30,16 @@ sample-data: venv
 	test -f $(SAMPLE)/manifest.csv || $(MEDPLUG) sample-data $(SAMPLE) --cases $(DEMO_CASES) --seed 0
 	test -f $(HOLDOUT)/manifest.csv || $(MEDPLUG) sample-data $(HOLDOUT) --cases 12 --seed 1
 
+# The example third-party segmentation plugin (examples/medplug-lesion-seg) is pip-installed
+# like any hospital's own package, then trained by its `medplug train lesion-seg` command.
+LESION_SEG := examples/medplug-lesion-seg
+
 demo-models: sample-data
 	$(PY) -m medplug.demo train --cohort $(SAMPLE) --models $(MODELS)
+	$(PY) -c "import medplug_lesion_seg" 2>/dev/null || \
+		$(PY) -m pip install --quiet --no-deps --no-build-isolation -e $(LESION_SEG)
+	test -f $(MODELS)/lesion-seg/medplug.json || \
+		$(MEDPLUG) train lesion-seg --cohort $(SAMPLE) --out $(MODELS)/lesion-seg
 
 demo: demo-models
 	$(PY) -m medplug.demo run --cohort $(HOLDOUT) --models $(MODELS)

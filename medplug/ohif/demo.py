@@ -22,7 +22,7 @@ from medplug.ohif.install import OhifInstallError, ensure_ohif
 from medplug.ohif.server import serve_ohif
 from medplug.orthanc import OrthancServer, orthanc_available
 
-DEMO_PLUGINS = ("image-classifier", "report-classifier", "fusion")
+DEMO_PLUGINS = ("image-classifier", "report-classifier", "fusion", "lesion-seg")
 
 
 def dicom_files(cohort: Path) -> list[Path]:
