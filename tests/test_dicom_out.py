@@ -530,3 +530,18 @@ def test_heatmap_region_puts_columns_on_x_and_rows_on_y() -> None:
     lesion = segment_region(mask, evidence)
     assert lesion is not None and lesion.slice_index == 3
     assert lesion.polyline[0] == (2.0, 6.0) and lesion.polyline[2] == (34.0, 26.0)
+
+
+def test_regions_are_all_or_nothing_so_ohif_can_open_the_sr() -> None:
+    """OHIF 3.13 fails on an SR mixing groups with and without image coordinates:
+    one result without a place (a report plugin) drops every region."""
+    from medplug.dicom_out.region import SliceRegion
+    from medplug.dicom_out.sr import every_result_placed
+
+    box = ((1.0, 1.0), (3.0, 1.0), (3.0, 2.0), (1.0, 2.0), (1.0, 1.0))
+    region = SliceRegion(0, "1.2.840.10008.5.1.4.1.1.2", "1.2.3.0", box)
+    image = Prediction(plugin="image", plugin_version="1", case_id="c", label="lesion")
+    report = Prediction(plugin="report", plugin_version="1", case_id="c", label="lesion")
+    assert every_result_placed([image], [], {"image": region})
+    assert not every_result_placed([image, report], [], {"image": region})
+    assert not every_result_placed([image], [], None)

@@ -19,7 +19,7 @@ such as OHIF draw only groups with image coordinates (docs/viewer.md).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import highdicom as hd
 from highdicom.sr import CodedConcept
@@ -235,6 +235,8 @@ def build_sr(
         raise ValueError("an SR needs at least one source instance as evidence")
     if not predictions:
         raise ValueError("an SR needs at least one prediction")
+    if not every_result_placed(predictions, volumes, regions):
+        regions, volumes = None, [replace(v, region=None) for v in volumes]
     identity = identity or SrIdentity.new()
     source_image = evidence[0]
     device = hd.sr.ObserverContext(
@@ -280,6 +282,25 @@ def build_sr(
         manufacturer=MANUFACTURER,
         series_description="medplug AI results",
         is_complete=True,
+    )
+
+
+def every_result_placed(
+    predictions: Sequence[Prediction],
+    volumes: Sequence[SegmentVolume],
+    regions: Mapping[str, SliceRegion] | None,
+) -> bool:
+    """Whether every result (prediction, segment) has a region on a source slice.
+
+    Regions are written all or nothing: OHIF 3.13 draws an SR whose groups all have
+    image coordinates, but fails to open one that mixes groups with and without
+    them (``TypeError ... 'ReferencedSOPSequence'``). A report or fusion plugin has
+    no place on the image, so an SR with one of them keeps no regions at all and
+    OHIF shows it in its Tag Browser, as it did before regions existed.
+    """
+    placed = regions or {}
+    return all(p.plugin in placed for p in predictions) and all(
+        v.region is not None for v in volumes
     )
 
 
