@@ -422,3 +422,126 @@ def test_pm_seg_and_sr_land_in_the_source_study_and_come_back_unchanged(
             assert retrieved == local  # every element, pixels included
     finally:
         server.stop()
+
+
+# ----------------------------------------------------------------- SR regions (TID 1410)
+
+
+def planar_groups(sr: pydicom.Dataset) -> dict[str, dict]:
+    """Each TID 1410 group by tracking identifier: its polyline, slice and probabilities."""
+    groups = {}
+    for group in sr.ContentSequence:
+        if group.ConceptNameCodeSequence[0].CodeValue != "126010":  # Imaging Measurements
+            continue
+        for item in group.ContentSequence:
+            if item.ConceptNameCodeSequence[0].CodeValue != "125007":  # Measurement Group
+                continue
+            found: dict = {"probabilities": {}}
+            for child in item.ContentSequence:
+                name = child.ConceptNameCodeSequence[0]
+                if child.ValueType == "TEXT" and name.CodeValue == "112039":
+                    found["id"] = child.TextValue
+                if child.ValueType == "SCOORD":
+                    found["type"] = child.GraphicType
+                    found["points"] = np.asarray(child.GraphicData, float).reshape(-1, 2)
+                    image = child.ContentSequence[0].ReferencedSOPSequence[0]
+                    found["sop"] = str(image.ReferencedSOPInstanceUID)
+                if child.ValueType == "NUM":
+                    value = float(child.MeasuredValueSequence[0].NumericValue)
+                    found["probabilities"][name.CodeMeaning] = value
+            if "points" in found:
+                groups[found["id"]] = found
+    return groups
+
+
+def inside(points: np.ndarray, column: float, row: float) -> bool:
+    """Whether (column, row) lies in the polyline's box (SCOORD x = column, y = row)."""
+    (left, top), (right, bottom) = points.min(axis=0), points.max(axis=0)
+    return left <= column <= right and top <= row <= bottom
+
+
+def test_the_sr_draws_the_heatmap_peak_and_the_segment_on_their_slices(batch, studies) -> None:
+    """TID 1410 groups: the heatmap's half-maximum box on the hottest slice (with the
+    probabilities), the segment's box on its largest slice, each citing that slice."""
+    out, records = batch
+    for name in ("axial", "sagittal"):
+        files = records[name]["provenance"]["files"]
+        sr = pydicom.dcmread(out / files["sr"])
+        groups = planar_groups(sr)
+        assert set(groups) == {"medplug threshold-seg region", "threshold-seg lesion region"}
+        sops = {str(ds.SOPInstanceUID): ds for ds in source_slices(studies[name]).values()}
+
+        heat = groups["medplug threshold-seg region"]
+        assert heat["type"] == "POLYLINE" and np.array_equal(heat["points"][0], heat["points"][-1])
+        assert heat["probabilities"] == {
+            "Probability of no_lesion": 0.1,
+            "Probability of lesion": 0.9,
+        }
+        pm = pydicom.dcmread(out / files["heatmap:threshold-seg"])
+        values = pm.pixel_array
+        frame_of = {
+            str(item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID): f
+            for f, item in enumerate(pm.PerFrameFunctionalGroupsSequence)
+        }
+        frame = frame_of[heat["sop"]]  # the slice the SR region cites
+        assert values[frame].max() == values.max()  # holds the hottest voxel
+        rows, columns = np.nonzero(values[frame] == values.max())
+        for row, column in zip(rows, columns, strict=True):  # each hottest voxel's centre
+            assert inside(heat["points"], column + 0.5, row + 0.5), (column, row)
+        assert not inside(heat["points"], rows[0] + 0.5, columns[0] + 0.5)  # not (row, column)
+        slice_ds = sops[heat["sop"]]
+        (left, top), (right, bottom) = heat["points"].min(axis=0), heat["points"].max(axis=0)
+        assert 0 <= left < right <= slice_ds.Columns and 0 <= top < bottom <= slice_ds.Rows
+        assert (right - left) * (bottom - top) < slice_ds.Columns * slice_ds.Rows / 4
+        assert hounsfield(slice_ds)[rows[0], columns[0]] == pytest.approx(LESION_HU)
+
+        lesion = groups["threshold-seg lesion region"]
+        mask_by_sop = {uid: hounsfield(ds) > THRESHOLD_HU for uid, ds in sops.items()}
+        largest = max(mask_by_sop, key=lambda uid: int(mask_by_sop[uid].sum()))
+        assert lesion["sop"] == largest
+        rows, columns = np.nonzero(mask_by_sop[largest])
+        np.testing.assert_array_equal(lesion["points"].min(axis=0), [columns.min(), rows.min()])
+        np.testing.assert_array_equal(
+            lesion["points"].max(axis=0), [columns.max() + 1, rows.max() + 1]
+        )
+
+
+def test_heatmap_region_puts_columns_on_x_and_rows_on_y() -> None:
+    """An asymmetric peak: voxel (i=31, j=7, k=3) is column 31, row 7 of slice 3."""
+    from pydicom.dataset import Dataset
+
+    from medplug.dicom_out.evidence import StudyEvidence
+    from medplug.dicom_out.region import heatmap_region, segment_region
+
+    heat = np.zeros((40, 30, 5), np.float32)
+    heat[29:34, 6:9, 3] = 0.6  # the blob: columns 29..33, rows 6..8
+    heat[31, 7, 3] = 1.0
+    heat[2, 25, 3] = 0.7  # hot but not connected to the peak: outside the box
+    heat[31, 7, 1] = 0.4
+    instances = [("1.2.840.10008.5.1.4.1.1.2", f"1.2.3.{k}") for k in range(5)]
+    evidence = StudyEvidence(Dataset(), "1.2", "1.2.3", instances)
+    region = heatmap_region(heat, evidence)
+    assert region is not None and region.slice_index == 3 and region.sop_instance_uid == "1.2.3.3"
+    assert region.polyline == ((29.0, 6.0), (34.0, 6.0), (34.0, 9.0), (29.0, 9.0), (29.0, 6.0))
+    assert heatmap_region(np.zeros_like(heat), evidence) is None  # nothing to place
+    assert heatmap_region(heat[:, :, :4], evidence) is None  # not one slice per instance
+    mask = heat > 0.5
+    mask[0:2, 0:2, 1] = True  # a smaller piece on slice 1
+    lesion = segment_region(mask, evidence)
+    assert lesion is not None and lesion.slice_index == 3
+    assert lesion.polyline[0] == (2.0, 6.0) and lesion.polyline[2] == (34.0, 26.0)
+
+
+def test_regions_are_all_or_nothing_so_ohif_can_open_the_sr() -> None:
+    """OHIF 3.13 fails on an SR mixing groups with and without image coordinates:
+    one result without a place (a report plugin) drops every region."""
+    from medplug.dicom_out.region import SliceRegion
+    from medplug.dicom_out.sr import every_result_placed
+
+    box = ((1.0, 1.0), (3.0, 1.0), (3.0, 2.0), (1.0, 2.0), (1.0, 1.0))
+    region = SliceRegion(0, "1.2.840.10008.5.1.4.1.1.2", "1.2.3.0", box)
+    image = Prediction(plugin="image", plugin_version="1", case_id="c", label="lesion")
+    report = Prediction(plugin="report", plugin_version="1", case_id="c", label="lesion")
+    assert every_result_placed([image], [], {"image": region})
+    assert not every_result_placed([image, report], [], {"image": region})
+    assert not every_result_placed([image], [], None)

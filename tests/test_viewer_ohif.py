@@ -337,9 +337,75 @@ def segment_instances(seg: pydicom.Dataset, ct_files: list[Path]) -> set[int]:
     return found
 
 
+def region_probabilities(sr: pydicom.Dataset) -> list[dict[str, float]]:
+    """'Probability of ...' values of each SR group with a 2D region (TID 1410)."""
+    found = []
+    for group in sr.ContentSequence:
+        for item in group.get("ContentSequence", []):
+            children = item.get("ContentSequence", [])
+            if not any(child.ValueType == "SCOORD" for child in children):
+                continue
+            values = {
+                child.ConceptNameCodeSequence[0].CodeMeaning: float(
+                    child.MeasuredValueSequence[0].NumericValue
+                )
+                for child in children
+                if child.ValueType == "NUM"
+                and child.ConceptNameCodeSequence[0].CodeMeaning.startswith("Probability of")
+            }
+            if values:
+                found.append(values)
+    return found
+
+
+def viewport_annotation_text(driver) -> str:
+    """The text OHIF draws over the viewports (Cornerstone's SVG annotation layer)."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll(\"[data-cy='viewport-grid'] svg text\")]"
+        ".map(t => t.textContent).join('\\n')"
+    )
+
+
+def check_sr_viewport(driver, sr: pydicom.Dataset, artifacts: Path) -> None:
+    """The SR opened in OHIF's SR viewport: a region's probabilities drawn on its slice
+    (OHIF shows the slice of the first region; the others are on their own slices)."""
+    groups = region_probabilities(sr)
+    assert groups, "the SR has no TID 1410 region with probabilities"
+    ActionChains(driver).double_click(thumbnail(driver, str(sr.SeriesDescription))).perform()
+    names = {name for group in groups for name in group}
+    deadline = time.monotonic() + SLOW
+    while True:
+        text = viewport_annotation_text(driver)
+        drawn = {
+            name: float(match.group(1))
+            for name in names
+            if (match := re.search(re.escape(name) + r":\s*(-?\d+(?:\.\d+)?(?:e-?\d+)?)", text))
+        }
+        # OHIF may round the numbers it prints
+        shown = [
+            group
+            for group in groups
+            if all(
+                abs(drawn.get(name, float("inf")) - value) < 0.01 for name, value in group.items()
+            )
+        ]
+        if shown:
+            break
+        if time.monotonic() > deadline:
+            driver.save_screenshot(str(artifacts / "ohif_sr_viewport_failed.png"))
+            logs = [e["message"][:300] for e in driver.get_log("browser")]
+            raise AssertionError(
+                f"SR viewport drew {text!r}, expected one of {groups}; "
+                f"page: {page_text(driver)[:500]!r}; console: {logs[-10:]}"
+            )
+        time.sleep(2)
+    wait_rendered(driver, colour=False, what="SR viewport")
+    driver.save_screenshot(str(artifacts / "ohif_sr_viewport.png"))
+
+
 def check_sr(driver, sr: pydicom.Dataset, artifacts: Path) -> None:
-    """The SR's finding and probabilities, as OHIF shows them: its Tag Browser (OHIF's SR
-    viewport draws only measurement groups with image coordinates; see docs/viewer.md)."""
+    """The SR's finding and probabilities, as OHIF shows them: its Tag Browser (every
+    value), then its SR viewport (the TID 1410 groups drawn on their slices)."""
     finding, probabilities = sr_values(sr)
     assert finding and probabilities, "the SR has no finding or probabilities"
     open_tag_browser(driver, str(sr.SeriesDescription))
@@ -353,6 +419,7 @@ def check_sr(driver, sr: pydicom.Dataset, artifacts: Path) -> None:
     assert "Finding" in search_tags(driver, "Finding")
     assert finding in search_tags(driver, finding)  # the finding's coded value and meaning
     driver.find_element(By.XPATH, "//*[@role='dialog']//button[normalize-space()='Close']").click()
+    check_sr_viewport(driver, sr, artifacts)
 
 
 def check_secondary_capture(driver, sc: pydicom.Dataset, artifacts: Path) -> None:

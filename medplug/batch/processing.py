@@ -37,6 +37,7 @@ from medplug.dicom_out.deidentify import (
 from medplug.dicom_out.grid import GeometryMismatchError, check_frames_match, on_image_grid
 from medplug.dicom_out.heatmap_sc import peak_slice
 from medplug.dicom_out.job import DicomOutputJob, DicomOutputResult, write_dicom_outputs
+from medplug.dicom_out.region import SliceRegion, heatmap_region
 from medplug.dicom_out.sr import SrIdentity
 from medplug.errors import MedplugError
 from medplug.phi import scrub
@@ -72,6 +73,7 @@ class StudyOutcome:
     spacing: tuple[float, ...] = ()  # of the image read, for segment volumes
     heatmaps: dict[str, np.ndarray | str] = field(default_factory=dict)
     heatmap_slices: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    regions: dict[str, SliceRegion] = field(default_factory=dict)  # where each heatmap peaks
     push_retries: int = 0
 
     def release_pixels(self, heatmap_format: str, array_dir: str | None = None) -> None:
@@ -81,7 +83,8 @@ class StudyOutcome:
         waiting for the writer must not hold them, or memory grows with the queue.
         For a Parametric Map (``pm``) each heatmap is resampled onto the source
         grid and, given ``array_dir``, spooled to a ``.npy`` the writer maps and
-        deletes; for a Secondary Capture (``sc``) only the peak slice is kept. A
+        deletes; for a Secondary Capture (``sc``) only the peak slice is kept. In
+        every format the box around the map's peak is kept for the SR (``regions``). A
         source a map cannot be registered to (no Frame of Reference, a multi-frame
         image) gets the Secondary Capture instead.
         Label maps shrink to the smallest integer type that holds them.
@@ -104,17 +107,21 @@ class StudyOutcome:
                 try:
                     if heatmap_format == "pm" and not self._fits_source(case.image.array.shape):
                         heatmap_format = "sc"  # a radiograph without patient geometry, say
+                    heat = on_image_grid(prediction, case.image)
+                    if self.loaded.evidence is not None:  # the SR's region, any format
+                        region = heatmap_region(heat, self.loaded.evidence)
+                        if region is not None:
+                            self.regions[prediction.plugin] = region
                     if heatmap_format == "pm":
-                        heat = on_image_grid(prediction, case.image)
                         self.heatmaps[prediction.plugin] = spool_array(
                             heat, array_dir, f"{self.entry.key}-{prediction.plugin}"
                         )
                     elif heatmap_format == "sc":
-                        heat = on_image_grid(prediction, case.image)
                         self.heatmap_slices[prediction.plugin] = peak_slice(case.image.array, heat)
                 except (ValueError, MedplugError) as exc:  # no map; the SR still can be
-                    error = error_info("output", exc) | {"plugin": prediction.plugin}
-                    self.errors.append(error)
+                    if heatmap_format != "none":  # "none" asked for no map: nothing failed
+                        error = error_info("output", exc) | {"plugin": prediction.plugin}
+                        self.errors.append(error)
                 explanation.heatmap = None
                 explanation.heatmap_affine = None
         self.loaded.case = None
@@ -246,6 +253,7 @@ def output_job(outcome: StudyOutcome, study: str, plan: OutputPlan) -> DicomOutp
         sc_sop_seed=entry.sc_sop_uid,
         heatmaps=outcome.heatmaps,
         heatmap_slices=outcome.heatmap_slices,
+        regions=outcome.regions,
         pseudonym_map=plan.pseudonym_map,
         push=plan.push,
         write_fhir=plan.write_fhir,

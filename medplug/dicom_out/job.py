@@ -34,6 +34,7 @@ from medplug.dicom_out.deidentify import PseudonymMap, deidentify
 from medplug.dicom_out.evidence import StudyEvidence
 from medplug.dicom_out.heatmap_sc import build_heatmap_sc
 from medplug.dicom_out.parametric_map import build_parametric_map
+from medplug.dicom_out.region import SliceRegion, segment_region
 from medplug.dicom_out.seg import build_segmentation, coded, segment_numbers
 from medplug.dicom_out.sr import SegmentVolume, SrIdentity, build_sr
 from medplug.fhir import diagnostic_report
@@ -57,6 +58,8 @@ class DicomOutputJob:
     pseudonym_map: Path | None = None  # set: the written copies are de-identified
     push: str = "none"  # which copies to return for pushing: none, original, deidentified
     write_fhir: bool = True  # fhir/<study>.json: the FHIR R4 DiagnosticReport
+    # plugin -> where its heatmap peaks on a source slice: a TID 1410 region in the SR
+    regions: dict[str, SliceRegion] = field(default_factory=dict)
 
 
 @dataclass
@@ -132,7 +135,11 @@ def _objects(
         sc = build_heatmap_sc(image, heatmap, job.evidence.reference, job.sc_series_uid, sop_uid)
         yield f"heatmap:{plugin}", sc, output.sc_path(job.study, plugin)
     if job.sr_identity is not None:
-        sr = build_sr(job.predictions, job.evidence.datasets(), job.sr_identity, volumes)
+        regions = dict(job.regions)
+        for volume in sorted(volumes, key=lambda v: v.volume_ml):  # a plugin without a
+            if volume.region is not None and volume.plugin not in job.regions:  # heatmap:
+                regions[volume.plugin] = volume.region  # where its largest segment is
+        sr = build_sr(job.predictions, job.evidence.datasets(), job.sr_identity, volumes, regions)
         yield "sr", sr, output.sr_path(job.study)
 
 
@@ -148,6 +155,7 @@ def _segmentation(
         sop_uid,
     )  # fmt: skip
     spacing = _spacing(job.evidence)
+    label_map = np.asarray(segmentation.label_map)
     volumes = [
         SegmentVolume(
             seg_sop_uid=sop_uid,
@@ -161,6 +169,7 @@ def _segmentation(
             volume_ml=segmentation.volume_ml(segment, spacing),
             plugin=prediction.plugin,
             plugin_version=prediction.plugin_version,
+            region=segment_region(label_map == segment.value, job.evidence),
         )
         for number, segment in enumerate(segment_numbers(segmentation), start=1)
     ]

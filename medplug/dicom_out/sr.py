@@ -9,12 +9,17 @@ as evidence (study, series, instances) and as the group's source image.
 A plugin that returned a segmentation adds one TID 1411 volumetric group per
 segment: the segment's volume in mL, referencing that segment of the DICOM SEG
 written beside the SR (which is then part of the evidence too).
+Where there is evidence to place a result on the image, a TID 1410 planar ROI
+group repeats it on one source slice with a closed 2D POLYLINE (SCOORD): the
+box around a heatmap's hottest blob (same probabilities and finding as the
+plugin's group), or a segment's box on the slice where it is largest. Viewers
+such as OHIF draw only groups with image coordinates (docs/viewer.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
 import highdicom as hd
 from highdicom.sr import CodedConcept
@@ -23,6 +28,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import SegmentationStorage, generate_uid
 
 from medplug.contract import Prediction
+from medplug.dicom_out.region import SliceRegion
 
 MANUFACTURER = "medplug"
 CODING_SCHEME = "99MEDPLUG"  # private coding scheme for plugin labels (PS3.16 8.2)
@@ -54,6 +60,7 @@ class SegmentVolume:
     volume_ml: float
     plugin: str
     plugin_version: str
+    region: SliceRegion | None = None  # its box on the slice where it is largest
 
 
 @dataclass(frozen=True)
@@ -81,10 +88,12 @@ def probability_code(label: str) -> CodedConcept:
     )
 
 
-def measurement_group(
-    prediction: Prediction, source_image: Dataset | None
-) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-    """One plugin's result: algorithm id, coded label, probabilities as measurements."""
+def _results(
+    prediction: Prediction,
+) -> tuple[
+    hd.sr.AlgorithmIdentification, list[hd.sr.Measurement], list[hd.sr.QualitativeEvaluation]
+]:
+    """The plugin's algorithm id, probabilities (measurements) and coded label (finding)."""
     algorithm = hd.sr.AlgorithmIdentification(
         name=prediction.plugin, version=prediction.plugin_version
     )
@@ -102,6 +111,14 @@ def measurement_group(
         if prediction.label
         else []
     )
+    return algorithm, measurements, evaluations
+
+
+def measurement_group(
+    prediction: Prediction, source_image: Dataset | None, tracking_uid: str | None = None
+) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    """One plugin's result: algorithm id, coded label, probabilities as measurements."""
+    algorithm, measurements, evaluations = _results(prediction)
     sources = (
         [hd.sr.SourceImageForMeasurementGroup.from_source_image(source_image)]
         if source_image is not None
@@ -109,7 +126,7 @@ def measurement_group(
     )
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=generate_uid(), identifier=f"medplug {prediction.plugin}"[:64]
+            uid=tracking_uid or generate_uid(), identifier=f"medplug {prediction.plugin}"[:64]
         ),
         algorithm_id=algorithm,
         measurements=measurements or None,
@@ -118,12 +135,64 @@ def measurement_group(
     )
 
 
-def volume_group(volume: SegmentVolume) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
+def image_region(region: SliceRegion) -> hd.sr.ImageRegion:
+    """The closed 2D POLYLINE on its source slice (SCOORD, pixel coordinates)."""
+    return hd.sr.ImageRegion(
+        graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+        graphic_data=region.points,
+        source_image=hd.sr.SourceImageForRegion(
+            referenced_sop_class_uid=region.sop_class_uid,
+            referenced_sop_instance_uid=region.sop_instance_uid,
+        ),
+    )
+
+
+def planar_group(
+    prediction: Prediction, region: SliceRegion, tracking_uid: str | None = None
+) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    """TID 1410: the plugin's probabilities and finding, on the slice its heatmap peaks."""
+    algorithm, measurements, evaluations = _results(prediction)
+    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=tracking_uid or generate_uid(),
+            identifier=f"medplug {prediction.plugin} region"[:64],
+        ),
+        referenced_region=image_region(region),
+        finding_type=label_code(prediction.label) if prediction.label else None,
+        algorithm_id=algorithm,
+        measurements=measurements or None,
+        qualitative_evaluations=evaluations or None,
+    )
+
+
+def segment_planar_group(
+    volume: SegmentVolume, region: SliceRegion, tracking_uid: str | None = None
+) -> hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations:
+    """TID 1410: the segment's box on the slice where it is largest, with its codes."""
+    algorithm = hd.sr.AlgorithmIdentification(name=volume.plugin, version=volume.plugin_version)
+    return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=tracking_uid or generate_uid(),
+            identifier=f"{volume.plugin} {volume.label} region"[:64],
+        ),
+        referenced_region=image_region(region),
+        finding_type=volume.type,
+        finding_category=volume.category,
+        algorithm_id=algorithm,
+        qualitative_evaluations=[
+            hd.sr.QualitativeEvaluation(name=FINDING, value=label_code(volume.label))
+        ],
+    )
+
+
+def volume_group(
+    volume: SegmentVolume, tracking_uid: str | None = None
+) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
     """TID 1411: the segment's volume in mL, referencing the segment in the SEG."""
     algorithm = hd.sr.AlgorithmIdentification(name=volume.plugin, version=volume.plugin_version)
     return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=generate_uid(), identifier=f"{volume.plugin} {volume.label}"[:64]
+            uid=tracking_uid or generate_uid(), identifier=f"{volume.plugin} {volume.label}"[:64]
         ),
         referenced_segment=hd.sr.ReferencedSegment(
             sop_class_uid=SegmentationStorage,
@@ -147,6 +216,7 @@ def build_sr(
     evidence: Sequence[Dataset],
     identity: SrIdentity | None = None,
     volumes: Sequence[SegmentVolume] = (),
+    regions: Mapping[str, SliceRegion] | None = None,
 ) -> hd.sr.Comprehensive3DSR:
     """An SR in the source study holding every plugin's result.
 
@@ -156,11 +226,17 @@ def build_sr(
     is the measurements' source image. The others need only their study,
     series, SOP class and SOP instance UIDs (see ``StudyEvidence.datasets``).
     ``volumes``: segments of SEGs written beside the SR; each SEG joins the evidence.
+    ``regions``: plugin -> where its result lies (``region.heatmap_region``, or its
+    largest segment's region); each adds a TID 1410 group on that slice, as does each
+    volume's ``region``, with the same Tracking Unique Identifier as the group it
+    places. A region's slice must be one of ``evidence``.
     """
     if not evidence:
         raise ValueError("an SR needs at least one source instance as evidence")
     if not predictions:
         raise ValueError("an SR needs at least one prediction")
+    if not every_result_placed(predictions, volumes, regions):
+        regions, volumes = None, [replace(v, region=None) for v in volumes]
     identity = identity or SrIdentity.new()
     source_image = evidence[0]
     device = hd.sr.ObserverContext(
@@ -173,11 +249,27 @@ def build_sr(
         ),
     )
     modality = getattr(source_image, "Modality", None)
+    # A region group shares its result's Tracking Unique Identifier: one finding, two
+    # groups (OHIF merges groups by it and draws the merged one on the image).
+    tracking = {p.plugin: generate_uid() for p in predictions}
+    segment_tracking = {id(v): generate_uid() for v in volumes}
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=device),
         procedure_reported=CT_PROCEDURE if modality == "CT" else IMAGING_PROCEDURE,
-        imaging_measurements=[measurement_group(p, source_image) for p in predictions]
-        + [volume_group(volume) for volume in volumes],
+        imaging_measurements=[
+            measurement_group(p, source_image, tracking[p.plugin]) for p in predictions
+        ]
+        + [volume_group(v, segment_tracking[id(v)]) for v in volumes]
+        + [
+            planar_group(p, regions[p.plugin], tracking[p.plugin])
+            for p in predictions
+            if regions and p.plugin in regions
+        ]
+        + [
+            segment_planar_group(v, v.region, segment_tracking[id(v)])
+            for v in volumes
+            if v.region is not None
+        ],
     )
     segs = {volume.seg_sop_uid: _cited(volume) for volume in volumes}
     return hd.sr.Comprehensive3DSR(
@@ -190,6 +282,25 @@ def build_sr(
         manufacturer=MANUFACTURER,
         series_description="medplug AI results",
         is_complete=True,
+    )
+
+
+def every_result_placed(
+    predictions: Sequence[Prediction],
+    volumes: Sequence[SegmentVolume],
+    regions: Mapping[str, SliceRegion] | None,
+) -> bool:
+    """Whether every result (prediction, segment) has a region on a source slice.
+
+    Regions are written all or nothing: OHIF 3.13 draws an SR whose groups all have
+    image coordinates, but fails to open one that mixes groups with and without
+    them (``TypeError ... 'ReferencedSOPSequence'``). A report or fusion plugin has
+    no place on the image, so an SR with one of them keeps no regions at all and
+    OHIF shows it in its Tag Browser, as it did before regions existed.
+    """
+    placed = regions or {}
+    return all(p.plugin in placed for p in predictions) and all(
+        v.region is not None for v in volumes
     )
 
 

@@ -30,6 +30,7 @@ def dicom_objects(case: Case, prediction: Prediction, input_path: Path, kind: st
     from medplug.dicom_out.evidence import evidence_for_path
     from medplug.dicom_out.grid import on_image_grid
     from medplug.dicom_out.job import DicomOutputJob, write_dicom_outputs
+    from medplug.dicom_out.region import heatmap_region
     from medplug.dicom_out.sr import SrIdentity
 
     image = case.image
@@ -40,19 +41,23 @@ def dicom_objects(case: Case, prediction: Prediction, input_path: Path, kind: st
     has_heatmap = prediction.explanation is not None and prediction.explanation.heatmap is not None
     if kind == "pm" and not has_heatmap:
         raise HTTPException(400, f"plugin {prediction.plugin!r} returned no heatmap")
+    evidence = evidence_for_path(input_path, image)
+    heat = on_image_grid(prediction, image) if has_heatmap and kind != "seg" else None
+    region = heatmap_region(heat, evidence) if heat is not None else None
     with tempfile.TemporaryDirectory(prefix="medplug-dicom-out-") as tmp:
         job = DicomOutputJob(
             study="upload",
             predictions=[prediction],
-            evidence=evidence_for_path(input_path, image),
+            evidence=evidence,
             output_root=Path(tmp),
             sr_identity=SrIdentity.new() if kind in ("sr", "dicom") else None,
             sc_series_uid=generate_uid(),
             sc_sop_seed=generate_uid(),
-            heatmaps={prediction.plugin: on_image_grid(prediction, image)}
-            if has_heatmap and kind in ("pm", "dicom")
+            heatmaps={prediction.plugin: heat}
+            if heat is not None and kind in ("pm", "dicom")
             else {},
             write_fhir=False,
+            regions={prediction.plugin: region} if region is not None else {},
         )
         if kind == "pm" or kind == "sr":  # a lone SR cites no SEG the client never gets
             job.predictions = [_without_segmentation(prediction)]
