@@ -20,6 +20,7 @@ from medplug.batch.dicomweb import RetryCount, RetryPolicy, retrieve_study
 from medplug.batch.spooled_arrays import discard_spooled, spool_images
 from medplug.batch.storage import storage_problem
 from medplug.contract import Case, ClinicalValue, ImageVolume
+from medplug.error_categories import EMPTY_STUDY, FETCH_FAILED
 from medplug.errors import DicomError, MedplugError
 from medplug.ingest.scan import ScanResult
 
@@ -122,7 +123,7 @@ def load_study(job: LoadJob) -> LoadedStudy:
         elif job.locator["kind"] == "folder":
             files = sorted(str(p) for p in Path(job.locator["path"]).rglob("*") if p.is_file())
         if not files:
-            raise DicomError(None, "empty-study", "the study has no instances")
+            raise DicomError(None, EMPTY_STUDY, "the study has no instances")
         loaded.case, loaded.evidence = decode_case(files, job)
         if job.array_dir:
             loaded.spooled = spool_images(loaded.case, job.array_dir, job.case_id)
@@ -151,7 +152,7 @@ def fetch_dicomweb(job: LoadJob, count: RetryCount | None = None) -> Path:
         shutil.rmtree(target, ignore_errors=True)
         if storage_problem(exc, writing=False) is not None:
             raise
-        raise DicomError(None, "fetch-failed", str(exc)) from exc
+        raise DicomError(None, FETCH_FAILED, str(exc)) from exc
     return target
 
 
