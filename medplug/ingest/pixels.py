@@ -232,6 +232,18 @@ def _says_truncated(exc: BaseException) -> bool:
     return looks_truncated(exc) or "shorter than" in text or "less than expected" in text
 
 
+def rescale(header: InstanceHeader) -> tuple[float, float]:
+    """``(slope, intercept)`` for ``to_float``: identity once a modality LUT was applied.
+
+    The header's RescaleSlope/Intercept (top level or functional groups); a
+    missing or zero slope counts as 1 (``checks.check_rescale`` refuses 0 first).
+    """
+    if header.extra.get("modality_lut"):
+        return 1.0, 0.0
+    slope = header.rescale_slope
+    return (float(slope) if slope not in (None, 0) else 1.0), float(header.rescale_intercept or 0.0)
+
+
 def to_float(
     stored: np.ndarray,
     out: np.ndarray,
