@@ -15,7 +15,7 @@ DEMO_CASES ?= 48
 MODELS := sample_data/models
 export MEDPLUG_MODELS := $(abspath $(MODELS))
 
-.PHONY: venv system-packages demo test lint fuzz sample-data demo-models bench bench-ingest bench-image bench-text bench-fusion bench-batch bench-serve bench-startup clean
+.PHONY: venv system-packages demo test lint typecheck fuzz sample-data demo-models bench bench-ingest bench-image bench-text bench-fusion bench-batch bench-serve bench-startup clean
 
 venv: $(VENV)/.installed
 
@@ -42,11 +42,15 @@ demo: demo-models
 system-packages:
 	@bash scripts/system-packages.sh
 
-test: venv system-packages
+test: venv system-packages typecheck
 	$(PY) -m pytest -q -ra
 
-lint: venv
+lint: venv typecheck
 	$(VENV)/bin/ruff check .
+
+# Strict type check of the contract, the registry and ingest (files in pyproject's [tool.mypy]).
+typecheck: venv
+	$(VENV)/bin/mypy
 
 # A few minutes of hypothesis fuzzing of DICOM ingest; findings land in fuzz-findings.json
 # (add each to REGRESSIONS in tests/fuzz/make_corpus.py). FUZZ_SECONDS to change the budget.

@@ -67,6 +67,10 @@ class NoImageSeriesError(DicomError):
 class TruncatedDicomError(DicomError):
     """The file ends before its header or pixel data does."""
 
+    # The cut file's Series UID when it came before the cut, so the scan can refuse
+    # that series as incomplete; "" when unknown.
+    series_uid: str = ""
+
     def __init__(self, path: str | Path | None, detail: str) -> None:
         super().__init__(path, "truncated", detail)
 

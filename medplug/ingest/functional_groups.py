@@ -11,8 +11,11 @@ group first, then the shared one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 from pydicom.dataset import Dataset
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -29,10 +32,14 @@ class GroupValues:
     def or_else(self, other: GroupValues) -> GroupValues:
         """Each field from ``self`` where present, else from ``other``."""
         return GroupValues(
-            *(
-                mine if mine is not None else theirs
-                for mine, theirs in zip(_fields(self), _fields(other), strict=True)
-            )
+            position=_either(self.position, other.position),
+            orientation=_either(self.orientation, other.orientation),
+            spacing=_either(self.spacing, other.spacing),
+            slice_thickness=_either(self.slice_thickness, other.slice_thickness),
+            spacing_between_slices=_either(
+                self.spacing_between_slices, other.spacing_between_slices
+            ),
+            rescale=_either(self.rescale, other.rescale),
         )
 
 
@@ -103,12 +110,5 @@ def _rescale(item: Dataset | None) -> tuple[float, float] | None:
     return slope, float(item.get("RescaleIntercept") or 0.0)
 
 
-def _fields(values: GroupValues) -> tuple[object, ...]:
-    return (
-        values.position,
-        values.orientation,
-        values.spacing,
-        values.slice_thickness,
-        values.spacing_between_slices,
-        values.rescale,
-    )
+def _either(mine: T | None, theirs: T | None) -> T | None:
+    return mine if mine is not None else theirs

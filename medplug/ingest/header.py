@@ -142,12 +142,12 @@ def _read_header(path: Path, notes: list[str]) -> InstanceHeader:
                 except NeedMore as exc:
                     # The whole file is in memory: an element needing more runs past its end.
                     cut = Truncated("the file ends inside a data element")
-                    cut.series_uid = getattr(exc, "series_uid", "")
+                    cut.series_uid = exc.series_uid
                     raise cut from None
     except Truncated as exc:
         error = TruncatedDicomError(path, str(exc))
         # Where the cut file belonged, if its Series UID came before the cut (see scan).
-        error.series_uid = getattr(exc, "series_uid", "")  # type: ignore[attr-defined]
+        error.series_uid = exc.series_uid
         raise error from None
     except (Unsupported, NeedMore, struct.error, ValueError, IndexError):
         return _pydicom_header(path, notes)
@@ -231,7 +231,7 @@ class ShortReadDetector:
     read finds nothing. Any other short read means the file was cut.
     """
 
-    def __init__(self, handle: Any) -> None:
+    def __init__(self, handle: BinaryIO) -> None:
         self._handle = handle
         self.short_read = False
 

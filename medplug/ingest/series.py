@@ -158,8 +158,9 @@ def _load_stack(
         warnings.append("no PixelSpacing: in-plane spacing assumed 1 mm")
     geometry = stack_geometry(
         where,
-        np.asarray([i.image_position[:3] for i in instances], float),  # type: ignore[index]
-        np.asarray([i.image_orientation[:6] for i in instances], float),  # type: ignore[index]
+        # Every instance has both (checked above); "or ()" only tells the type checker.
+        np.asarray([(i.image_position or ())[:3] for i in instances], float),
+        np.asarray([(i.image_orientation or ())[:6] for i in instances], float),
         np.asarray(spacings, float),
         np.asarray([(i.rows, i.columns) for i in instances]),
         allow_tilt=allow_tilt,
