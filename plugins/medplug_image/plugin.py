@@ -327,6 +327,7 @@ class ImageClassifierPlugin(Plugin):
         assert image is not None
         return {
             "backend": backend,
+            # the weights file's hash (provenance); the model's identity is model_identity
             "model_sha256": self.model_sha256,
             "network": self.config.network,
             "temperature": self.calibration.temperature,
