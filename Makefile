@@ -31,10 +31,10 @@ sample-data: venv
 	test -f $(HOLDOUT)/manifest.csv || $(MEDPLUG) sample-data $(HOLDOUT) --cases 12 --seed 1
 
 demo-models: sample-data
-	$(PY) -m medplug.demo train --cohort $(SAMPLE) --models $(MODELS)
+	$(PY) -m medplug.cli.demo train --cohort $(SAMPLE) --models $(MODELS)
 
 demo: demo-models
-	$(PY) -m medplug.demo run --cohort $(HOLDOUT) --models $(MODELS)
+	$(PY) -m medplug.cli.demo run --cohort $(HOLDOUT) --models $(MODELS)
 
 # Debian packages the tests use for real (Orthanc, dcmtk, dciodvfy, Chromium, Xvfb):
 # installed when this user can (root or password-less sudo), else listed with the
