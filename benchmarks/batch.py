@@ -150,8 +150,8 @@ def write_sr_and_sc(folder: Path, image, predictions: list, out: Path) -> None:
     import pydicom
     from pydicom.uid import generate_uid
 
-    from medplug.batch.heatmap_sc import build_heatmap_sc, peak_slice
-    from medplug.batch.sr import build_sr
+    from medplug.dicom_out.heatmap_sc import build_heatmap_sc, peak_slice
+    from medplug.dicom_out.sr import build_sr
 
     headers = [pydicom.dcmread(path, stop_before_pixels=True) for path in sorted(folder.iterdir())]
     headers.sort(key=lambda header: float(header.ImagePositionPatient[2]))

@@ -55,6 +55,7 @@ def write_ct_series(
     study_uid: str | None = None,
     series_uid: str | None = None,
     series_number: int = 1,
+    frame_of_reference_uid: str | None = None,
 ) -> list[Path]:
     """Write ``volume`` indexed (column, row, slice) in HU as one series.
 
@@ -76,6 +77,8 @@ def write_ct_series(
         ds.StudyInstanceUID = study_uid
         ds.SeriesInstanceUID = series_uid
         ds.SeriesNumber = series_number
+        if frame_of_reference_uid:
+            ds.FrameOfReferenceUID = frame_of_reference_uid
         ds.SeriesDescription = series_description
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
         ds.InstanceNumber = int(instance_numbers[k]) if instance_numbers is not None else k + 1

@@ -23,19 +23,19 @@ from batch_support import (
 )
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 
-from medplug.batch.deidentify import (
+from medplug.batch.destinations import DicomwebDestination, DimseDestination, parse_destination
+from medplug.batch.journal import Journal
+from medplug.batch.manifest import Manifest
+from medplug.contract import Prediction
+from medplug.dicom_out.deidentify import (
     REMOVED,
     PseudonymMap,
     deidentify,
     deidentify_provenance,
     scrub_token_attributions,
 )
-from medplug.batch.destinations import DicomwebDestination, DimseDestination, parse_destination
-from medplug.batch.heatmap_sc import build_heatmap_sc
-from medplug.batch.journal import Journal
-from medplug.batch.manifest import Manifest
-from medplug.batch.sr import SrIdentity, build_sr
-from medplug.contract import Prediction
+from medplug.dicom_out.heatmap_sc import build_heatmap_sc
+from medplug.dicom_out.sr import SrIdentity, build_sr
 from medplug.errors import DataError, MedplugError
 from medplug.ingest import LOAD_CATEGORIES
 
@@ -323,7 +323,10 @@ def test_deidentified_outputs_use_a_consistent_local_pseudonym_map(
         fhir = json.loads((tmp_path / name / record["provenance"]["files"]["fhir"]).read_text())
         assert fhir["imagingStudy"][0]["identifier"]["value"] == f"urn:oid:{sr.StudyInstanceUID}"
         if tool("dciodvfy"):
-            assert dciodvfy_errors(tmp_path / name / record["provenance"]["files"]["sr"]) == []
+            for written in ("sr", "heatmap:mean-intensity"):  # the SR and the Parametric Map
+                assert (
+                    dciodvfy_errors(tmp_path / name / record["provenance"]["files"][written]) == []
+                )
     assert records[0]["study_uid"] == records[1]["study_uid"]  # same pseudonym both times
     assert PseudonymMap(pseudonym_map).original("uid", records[0]["study_uid"]) == row["study_uid"]
 

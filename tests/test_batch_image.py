@@ -3,7 +3,7 @@
 The demo model is trained in the test session on the generated cohort through
 ``medplug train image`` (few epochs: the point is the pipeline, not accuracy).
 The batch must give every study the same prediction as the plugin's own
-one-case ``predict`` on the same DICOM folder, and a valid SR and Grad-CAM SC.
+one-case ``predict`` on the same DICOM folder, and a valid SR and Grad-CAM Parametric Map.
 """
 
 from __future__ import annotations
@@ -74,8 +74,11 @@ def test_batch_with_the_image_plugin_matches_its_own_predict(
         sr = pydicom.dcmread(out / files["sr"])
         assert sr.StudyInstanceUID == record["study_uid"]
         assert PLUGIN in str(sr) and plugin.info.version in str(sr)
-        sc = pydicom.dcmread(out / files[f"heatmap:{PLUGIN}"])
-        assert sc.StudyInstanceUID == record["study_uid"] and sc.pixel_array.shape[-1] == 3
+        pm = pydicom.dcmread(out / files[f"heatmap:{PLUGIN}"])  # the Grad-CAM, every slice
+        assert pm.SOPClassUID == pydicom.uid.ParametricMapStorage
+        assert pm.StudyInstanceUID == record["study_uid"]
+        assert int(pm.NumberOfFrames) == record["provenance"]["instances"]
+        assert pm.pixel_array.max() == pytest.approx(1.0)
 
     if tool("dciodvfy"):
         for record in records[:3]:
@@ -87,7 +90,7 @@ def test_batch_with_the_image_plugin_matches_its_own_predict(
 def test_no_heatmaps_skips_the_explanation_itself(
     sample_cohort: Path, image_model: Path, tmp_path: Path
 ) -> None:
-    """--no-heatmaps: no secondary capture, and no Grad-CAM computed only to be dropped."""
+    """--no-heatmaps: no heatmap object, and no Grad-CAM computed only to be dropped."""
     source = tmp_path / "source"
     shutil.copytree(sample_cohort / "cases" / "case0001" / "dicom", source / "a")
     out = tmp_path / "out"

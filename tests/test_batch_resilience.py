@@ -316,11 +316,13 @@ def test_disk_full_stops_with_one_line_and_resume_finishes_every_study_once(
     cases = [f"case{i:04d}" for i in (1, 2, 3, 5, 6, 8, 9, 12)]
     source = folder_source(tmp_path, sample_cohort, cases)
     out = small_disk / "out"
-    # Leave ~260 KiB: the journal and a few studies' SR and secondary capture fit, not all.
+    # Leave ~260 KiB: the journal and a few studies' SR and secondary capture fit, not all
+    # (the SC: a whole-volume Parametric Map per study would not fit the 3 MiB disk at all).
     ballast = small_disk / "ballast"
     free = shutil.disk_usage(small_disk).free
     ballast.write_bytes(b"\0" * (free - 260 * 1024))
-    command = batch_command(str(source), intensity_dir, out, "--workers", "1", "--batch-size", "2")
+    command = batch_command(str(source), intensity_dir, out, "--workers", "1", "--batch-size", "2",
+                            "--heatmap-format", "sc")  # fmt: skip
     full = subprocess.run(
         command, env=env_with(intensity_site), capture_output=True, text=True, timeout=180
     )

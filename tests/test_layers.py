@@ -39,8 +39,9 @@ LAYERS: list[set[str]] = [
         "fhir",
         "sampledata",
     },
-    # the ways to run plugins
-    {"batch", "serve", "napari_plugin"},
+    # the ways to run plugins, and the DICOM objects they write (batch and dicom_out use
+    # each other: one layer)
+    {"batch", "serve", "napari_plugin", "dicom_out"},
     {"cli"},
 ]
 # What a plugin package may import from medplug (docs/DEVELOPING.md, "What a plugin may import").

@@ -422,7 +422,7 @@ def test_dicomweb_study_reference_is_fetched_and_predicted(
 
 
 def test_structured_report_output(models: Path, series: Path, tmp_path: Path) -> None:
-    pytest.importorskip("medplug.batch.sr")
+    pytest.importorskip("medplug.dicom_out.sr")
     import pydicom
 
     client = make_client(models)

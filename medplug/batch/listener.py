@@ -22,7 +22,6 @@ from pathlib import Path
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 
-from medplug.batch.deidentify import PseudonymMap
 from medplug.batch.destinations import Destination
 from medplug.batch.identifiers import StudyLabeller
 from medplug.batch.journal import Journal
@@ -32,6 +31,7 @@ from medplug.batch.outputs import OutputFolder
 from medplug.batch.processing import ProcessorSettings, StudyProcessor
 from medplug.batch.runner import JOURNAL_NAME, default_pseudonym_map, plugin_settings
 from medplug.contract import Plugin
+from medplug.dicom_out.deidentify import PseudonymMap
 from medplug.errors import MedplugError
 from medplug.safe_paths import UnsafePathError, inside, is_dicom_uid
 
@@ -51,6 +51,7 @@ class ListenerOptions:
     deidentify: bool = False
     pseudonym_map: Path | None = None
     show_identifiers: bool = False
+    heatmap_format: str = "pm"  # pm (Parametric Map), sc (Secondary Capture) or none
 
 
 class StudyListener:
@@ -85,6 +86,7 @@ class StudyListener:
             self.labeller,
             ProcessorSettings(
                 deidentify=options.deidentify,
+                heatmap_format=options.heatmap_format,
                 source_kind="dimse",
                 push_deidentified=options.deidentify,
             ),

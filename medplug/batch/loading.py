@@ -13,16 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pydicom
-from pydicom.dataset import Dataset
-
 from medplug.batch.dicomweb import RetryCount, RetryPolicy, retrieve_study
 from medplug.batch.spooled_arrays import discard_spooled, spool_images
 from medplug.batch.storage import storage_problem
-from medplug.contract import Case, ClinicalValue, ImageVolume
+from medplug.contract import Case, ClinicalValue
+from medplug.dicom_out.evidence import StudyEvidence, study_evidence
 from medplug.error_categories import EMPTY_STUDY, FETCH_FAILED
 from medplug.errors import DicomError, MedplugError
-from medplug.ingest.scan import ScanResult
 
 
 @dataclass
@@ -40,39 +37,6 @@ class LoadJob:
     # mapped by the parent instead of being pickled through the pipe (spooled_arrays).
     array_dir: str | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)  # DICOMweb fetches
-
-
-@dataclass
-class StudyEvidence:
-    """What an SR and a secondary capture must cite about the images a plugin read.
-
-    One full header (patient, study and image attributes; no pixels) and the
-    UIDs of every instance of the series. Taken from the headers the decoder
-    already scanned, so no file is parsed twice; small to send between processes.
-    """
-
-    reference: Dataset
-    study_uid: str
-    series_uid: str
-    instances: list[tuple[str, str]]  # (SOP Class UID, SOP Instance UID)
-
-    def __len__(self) -> int:
-        return len(self.instances)
-
-    def datasets(self) -> list[Dataset]:
-        """The reference header first, then a minimal dataset per other instance."""
-        cited = [self.reference]
-        reference_uid = str(self.reference.get("SOPInstanceUID", ""))
-        for sop_class, sop_instance in self.instances:
-            if sop_instance == reference_uid:
-                continue
-            item = Dataset()
-            item.SOPClassUID = sop_class
-            item.SOPInstanceUID = sop_instance
-            item.StudyInstanceUID = self.study_uid
-            item.SeriesInstanceUID = self.series_uid
-            cited.append(item)
-        return cited
 
 
 @dataclass
@@ -187,18 +151,3 @@ def _single_folder(files: list[str], job: LoadJob) -> Path:
     for number, path in enumerate(files):
         (target / f"{number:05d}.dcm").symlink_to(Path(path).resolve())
     return target
-
-
-def study_evidence(scan: ScanResult, image: ImageVolume) -> StudyEvidence:
-    """The selected series' instances (from the scan) and one full header to cite."""
-    series = scan.find_series(image.series_uid) if image.series_uid else scan.series[0]
-    wanted = set(image.sop_uids)
-    headers = [h for h in series.instances if not wanted or h.sop_instance_uid in wanted]
-    middle = headers[len(headers) // 2]  # the SR's source image: a slice from the volume
-    reference = pydicom.dcmread(middle.path, stop_before_pixels=True)
-    return StudyEvidence(
-        reference=reference,
-        study_uid=str(reference.StudyInstanceUID),
-        series_uid=series.series_uid,
-        instances=[(h.sop_class_uid, h.sop_instance_uid) for h in headers],
-    )

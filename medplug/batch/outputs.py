@@ -2,11 +2,13 @@
 
 ``results.jsonl`` (one line per study), ``summary.csv`` (one row per study),
 ``summary.json`` (the run's totals: studies done and failed, network retries),
-``sr/<study>.dcm``, ``sc/<study>-<plugin>.dcm`` and ``fhir/<study>.json`` (a FHIR R4
-DiagnosticReport, see ``medplug.fhir``). DICOM and FHIR files are written
-to a temporary name and renamed, so a killed run never leaves half a file;
-the JSONL is rewritten from the journal on start and end, so it always holds
-each finished study exactly once.
+``sr/<study>.dcm``, ``pm/<study>-<plugin>.dcm`` (heatmap as a Parametric Map) or
+``sc/<study>-<plugin>.dcm`` (as a Secondary Capture), ``seg/<study>-<plugin>.dcm``
+(a plugin's segmentation) and ``fhir/<study>.json`` (a FHIR R4 DiagnosticReport,
+see ``medplug.fhir``); the DICOM objects are built by ``medplug.dicom_out``.
+DICOM and FHIR files are written to a temporary name and renamed, so a killed
+run never leaves half a file; the JSONL is rewritten from the journal on start
+and end, so it always holds each finished study exactly once.
 """
 
 from __future__ import annotations
@@ -62,6 +64,12 @@ class OutputFolder:
 
     def sc_path(self, study: str, plugin: str) -> Path:
         return inside(self.root / "sc", f"{study}-{plugin}.dcm")
+
+    def pm_path(self, study: str, plugin: str) -> Path:
+        return inside(self.root / "pm", f"{study}-{plugin}.dcm")
+
+    def seg_path(self, study: str, plugin: str) -> Path:
+        return inside(self.root / "seg", f"{study}-{plugin}.dcm")
 
     def fhir_path(self, study: str) -> Path:
         return self.root / "fhir" / f"{study}.json"

@@ -9,31 +9,36 @@ journal record, ``ok``, ``partial`` (some plugins failed) or ``error``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import medplug
-from medplug.batch.deidentify import (
-    PseudonymMap,
-    deidentify_provenance,
-    scrub_token_attributions,
-)
 from medplug.batch.destinations import Destination
-from medplug.batch.dicom_outputs import DicomOutputJob, DicomOutputResult, write_dicom_outputs
-from medplug.batch.heatmap_sc import peak_slice
 from medplug.batch.identifiers import StudyLabeller
 from medplug.batch.journal import Journal, StudyEntry
 from medplug.batch.loading import LoadedStudy, error_info
 from medplug.batch.outputs import OutputFolder
-from medplug.batch.sr import SrIdentity
+from medplug.batch.spooled_arrays import MIN_SPOOLED_BYTES
 from medplug.batch.storage import STORAGE_REASONS, stop_error
 from medplug.contract import Case, Plugin, Prediction
+from medplug.dicom_out.deidentify import (
+    PseudonymMap,
+    deidentify_provenance,
+    scrub_token_attributions,
+)
+from medplug.dicom_out.grid import GeometryMismatchError, check_frames_match, on_image_grid
+from medplug.dicom_out.heatmap_sc import peak_slice
+from medplug.dicom_out.job import DicomOutputJob, DicomOutputResult, write_dicom_outputs
+from medplug.dicom_out.sr import SrIdentity
+from medplug.errors import MedplugError
 from medplug.phi import scrub
 
 log = logging.getLogger("medplug.batch")
@@ -44,7 +49,7 @@ class ProcessorSettings:
     """What to do with results besides the JSON line."""
 
     write_sr: bool = True
-    write_heatmaps: bool = True
+    heatmap_format: str = "pm"  # pm (Parametric Map), sc (Secondary Capture) or none
     write_fhir: bool = True
     deidentify: bool = False
     source_kind: str = "folder"
@@ -64,34 +69,85 @@ class StudyOutcome:
     errors: list[dict[str, str]] = field(default_factory=list)
     predict_s: float = 0.0
     series_uid: str | None = None
+    spacing: tuple[float, ...] = ()  # of the image read, for segment volumes
+    heatmaps: dict[str, np.ndarray | str] = field(default_factory=dict)
     heatmap_slices: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     push_retries: int = 0
 
-    def release_pixels(self, keep_heatmaps: bool) -> None:
-        """Keep what the writer needs (each heatmap's peak slice), drop the arrays.
+    def release_pixels(self, heatmap_format: str, array_dir: str | None = None) -> None:
+        """Keep what the writer needs, drop the arrays.
 
         A decoded CT is hundreds of MB and so is a heatmap over it; the batches
         waiting for the writer must not hold them, or memory grows with the queue.
+        For a Parametric Map (``pm``) each heatmap is resampled onto the source
+        grid and, given ``array_dir``, spooled to a ``.npy`` the writer maps and
+        deletes; for a Secondary Capture (``sc``) only the peak slice is kept. A
+        source a map cannot be registered to (no Frame of Reference, a multi-frame
+        image) gets the Secondary Capture instead.
+        Label maps shrink to the smallest integer type that holds them.
         Embeddings were for the plugins run after (fusion); outputs never carry them.
         """
         for prediction in self.predictions:
             prediction.embedding = None
+            if prediction.segmentation is not None:
+                prediction.segmentation.label_map = compact_labels(
+                    prediction.segmentation.label_map
+                )
         case = self.loaded.case
         if case is not None and case.image is not None:
             self.series_uid = case.image.series_uid
+            self.spacing = case.image.spacing
             for prediction in self.predictions:
                 explanation = prediction.explanation
                 if explanation is None or explanation.heatmap is None:
                     continue
-                if keep_heatmaps:
-                    try:
-                        slices = peak_slice(case.image.array, explanation.heatmap)
-                        self.heatmap_slices[prediction.plugin] = slices
-                    except ValueError as exc:  # this heatmap cannot be shown; the SR still can
-                        error = error_info("output", exc) | {"plugin": prediction.plugin}
-                        self.errors.append(error)
+                try:
+                    if heatmap_format == "pm" and not self._fits_source(case.image.array.shape):
+                        heatmap_format = "sc"  # a radiograph without patient geometry, say
+                    if heatmap_format == "pm":
+                        heat = on_image_grid(prediction, case.image)
+                        self.heatmaps[prediction.plugin] = spool_array(
+                            heat, array_dir, f"{self.entry.key}-{prediction.plugin}"
+                        )
+                    elif heatmap_format == "sc":
+                        heat = on_image_grid(prediction, case.image)
+                        self.heatmap_slices[prediction.plugin] = peak_slice(case.image.array, heat)
+                except (ValueError, MedplugError) as exc:  # no map; the SR still can be
+                    error = error_info("output", exc) | {"plugin": prediction.plugin}
+                    self.errors.append(error)
                 explanation.heatmap = None
+                explanation.heatmap_affine = None
         self.loaded.case = None
+
+    def _fits_source(self, shape: tuple[int, ...]) -> bool:
+        """Whether a map of ``shape`` can be a Parametric Map on the source's slices."""
+        if self.loaded.evidence is None:
+            return False
+        try:
+            check_frames_match(self.loaded.evidence, shape)
+        except GeometryMismatchError:
+            return False
+        return True
+
+
+def compact_labels(label_map: np.ndarray) -> np.ndarray:
+    """The label map as uint8 (or uint16, int32) when its values fit: 1/8 of int64."""
+    label_map = np.asarray(label_map)
+    high = int(label_map.max()) if label_map.size else 0
+    low = int(label_map.min()) if label_map.size else 0
+    for dtype in (np.uint8, np.uint16):
+        if low >= 0 and high <= np.iinfo(dtype).max:
+            return label_map.astype(dtype, copy=False)
+    return label_map.astype(np.int32, copy=False)
+
+
+def spool_array(array: np.ndarray, folder: str | None, stem: str) -> np.ndarray | str:
+    """A large array as a ``.npy`` in ``folder`` (its path), else the array itself."""
+    if folder is None or array.nbytes < MIN_SPOOLED_BYTES:
+        return array
+    path = Path(folder) / f"{hashlib.sha1(stem.encode()).hexdigest()[:16]}-heatmap.npy"
+    np.save(path, np.asarray(array, dtype=np.float32), allow_pickle=False)
+    return str(path)
 
 
 def run_plugins(plugins: Sequence[Plugin], outcomes: list[StudyOutcome]) -> None:
@@ -129,6 +185,22 @@ def run_plugins(plugins: Sequence[Plugin], outcomes: list[StudyOutcome]) -> None
                 outcome.predictions.append(result)
 
 
+def segmentation_summary(prediction: Prediction, spacing: tuple[float, ...]) -> list[dict]:
+    """Each segment of the prediction's mask: value, label, codes and volume in mL."""
+    segmentation = prediction.segmentation
+    assert segmentation is not None
+    return [
+        {
+            "value": segment.value,
+            "label": segment.label,
+            "category": segment.category.meaning,
+            "type": segment.type.meaning,
+            "volume_ml": round(segmentation.volume_ml(segment, spacing), 4) if spacing else None,
+        }
+        for segment in segmentation.segments
+    ]
+
+
 class StudyProcessor:
     """Turns predictions into outputs and journal records for one output folder."""
 
@@ -142,8 +214,10 @@ class StudyProcessor:
         destination: Destination | None = None,
         pseudonyms: PseudonymMap | None = None,
         output_pool: Executor | None = None,
+        array_dir: str | None = None,
     ) -> None:
-        """``output_pool``: processes that build and write the DICOM objects (else inline)."""
+        """``output_pool``: processes that build and write the DICOM objects (else inline).
+        ``array_dir``: where heatmaps wait for the writer as files (else in memory)."""
         if settings.deidentify and pseudonyms is None:
             raise ValueError("de-identification needs a pseudonym map")
         self.plugins = list(plugins)
@@ -154,6 +228,7 @@ class StudyProcessor:
         self.destination = destination
         self.pseudonyms = pseudonyms
         self.output_pool = output_pool
+        self.array_dir = array_dir
 
     def process(self, loaded: Sequence[LoadedStudy]) -> list[dict[str, Any]]:
         """Predict, write and record every study in ``loaded``; returns their records."""
@@ -167,7 +242,7 @@ class StudyProcessor:
                 outcome.errors.append(outcome.loaded.error)
         run_plugins(self.plugins, outcomes)
         for outcome in outcomes:
-            outcome.release_pixels(keep_heatmaps=self.settings.write_heatmaps)
+            outcome.release_pixels(self.settings.heatmap_format, self.array_dir)
         return outcomes
 
     def finish(self, outcomes: Sequence[StudyOutcome]) -> list[dict[str, Any]]:
@@ -224,6 +299,7 @@ class StudyProcessor:
             else None,
             sc_series_uid=entry.sc_series_uid,
             sc_sop_seed=entry.sc_sop_uid,
+            heatmaps=outcome.heatmaps,
             heatmap_slices=outcome.heatmap_slices,
             pseudonym_map=self.pseudonyms.path if settings.deidentify and self.pseudonyms else None,
             push=push,
@@ -240,6 +316,7 @@ class StudyProcessor:
         pushed = None
         if written is not None:
             files = written.files
+            outcome.errors.extend(written.object_errors)
             if written.error is not None:
                 outcome.errors.append(written.error)
             elif self.destination is not None:
@@ -296,7 +373,7 @@ class StudyProcessor:
             "study_uid": study_uid,
             "accession": accession,
             "status": status,
-            "results": [self._result(p) for p in outcome.predictions],
+            "results": [self._result(p, outcome.spacing) for p in outcome.predictions],
             "errors": outcome.errors,
             "timing": {
                 "load_s": round(load_s, 4),
@@ -319,13 +396,19 @@ class StudyProcessor:
             },
         }
 
-    def _result(self, prediction: Prediction) -> dict[str, Any]:
+    def _result(self, prediction: Prediction, spacing: tuple[float, ...]) -> dict[str, Any]:
         """The prediction as JSON, without arrays (heatmaps go to SC files)."""
         data = prediction.to_json()
         data.pop("embedding", None)
         explanation = data.get("explanation") or {}
         explanation.pop("heatmap", None)
         explanation.pop("heatmap_affine", None)
+        segmentation = data.pop("segmentation", None)
+        if segmentation is not None and prediction.segmentation is not None:
+            # the mask is in the SEG; the record says which segments and their volumes
+            data["outputs"] = dict(data.get("outputs") or {}) | {
+                "segments": segmentation_summary(prediction, spacing)
+            }
         if self.settings.deidentify and explanation.get("token_attributions"):
             # report words may identify the patient: PHI-like ones become XXXX
             explanation["token_attributions"] = scrub_token_attributions(

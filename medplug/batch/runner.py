@@ -38,7 +38,6 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from medplug.batch.deidentify import PseudonymMap
 from medplug.batch.destinations import Destination
 from medplug.batch.dicomweb import RetryPolicy
 from medplug.batch.identifiers import StudyLabeller
@@ -55,6 +54,7 @@ from medplug.batch.storage import OutputStorageError, stop_error, storage_proble
 from medplug.batch.studies import Discovery
 from medplug.batch.writer import OutputWriter
 from medplug.contract import Plugin
+from medplug.dicom_out.deidentify import PseudonymMap
 
 log = logging.getLogger("medplug.batch")
 JOURNAL_NAME = "journal.sqlite"
@@ -71,7 +71,7 @@ class BatchOptions:
     manifest: Manifest = field(default_factory=Manifest.empty)
     deidentify: bool = False
     pseudonym_map: Path | None = None
-    write_heatmaps: bool = True
+    heatmap_format: str = "pm"  # pm (Parametric Map), sc (Secondary Capture) or none
     write_fhir: bool = True  # fhir/<study>.json, a FHIR R4 DiagnosticReport per study
     show_identifiers: bool = False
     retry_errors: bool = False
@@ -194,7 +194,7 @@ def _run_batch(
             output,
             labeller,
             ProcessorSettings(
-                write_heatmaps=options.write_heatmaps,
+                heatmap_format=options.heatmap_format,
                 write_fhir=options.write_fhir,
                 deidentify=options.deidentify,
                 source_kind=options.source_kind,
@@ -213,6 +213,7 @@ def _run_batch(
             _given_or_own_pool(pool, options.workers) as pool,
         ):
             processor.output_pool = pool
+            processor.array_dir = spool if pool is not None else None
             bar = progress.add_task("studies", total=total, completed=total - len(pending))
             trimmer = HeapTrimmer()
             jobs = (

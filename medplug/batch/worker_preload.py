@@ -13,10 +13,10 @@ from __future__ import annotations
 from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage, generate_uid
 
-import medplug.batch.dicom_outputs  # noqa: F401  (SR and SC writing, imported for the workers)
 import medplug.batch.loading  # noqa: F401  (decoding, imported for the workers)
-from medplug.batch.sr import build_sr
+import medplug.dicom_out.job  # noqa: F401  (SR, PM, SEG and SC writing, imported for the workers)
 from medplug.contract import Prediction
+from medplug.dicom_out.sr import build_sr
 
 
 def _made_up_header() -> Dataset:

@@ -36,6 +36,15 @@ def _skip_explanations(plugins: list) -> None:
             loaded.explain = False
 
 
+def _heatmap_format(value: str, heatmaps: bool = True) -> str:
+    """The checked --heatmap-format; --no-heatmaps means none."""
+    from medplug.dicom_out import HEATMAP_FORMATS
+
+    if value not in HEATMAP_FORMATS:
+        raise MedplugError(f"--heatmap-format must be one of {', '.join(HEATMAP_FORMATS)}")
+    return value if heatmaps else "none"
+
+
 def _load_plugins_in_background(names: list[str], model_dirs: list[Path] | None) -> Future:
     """Import and load the plugins on a thread while the worker processes find the studies.
 
@@ -150,7 +159,15 @@ def batch(
     push_to: str = typer.Option(
         None, "--push-to", help="Send SRs to this URL or AE@host:port instead."
     ),
-    heatmaps: bool = typer.Option(True, "--heatmaps/--no-heatmaps", help="Grad-CAM as SC."),
+    heatmap_format: str = typer.Option(
+        "pm",
+        "--heatmap-format",
+        help="Heatmaps as pm (DICOM Parametric Map on every source slice), sc (RGB "
+        "Secondary Capture of the peak slice, for viewers that cannot overlay) or none.",
+    ),
+    heatmaps: bool = typer.Option(
+        True, "--heatmaps/--no-heatmaps", help="--no-heatmaps: --heatmap-format none."
+    ),
     fhir: bool = typer.Option(
         True, "--fhir/--no-fhir", help="A FHIR R4 DiagnosticReport per study (fhir/)."
     ),
@@ -196,7 +213,8 @@ def batch(
             else discover_folder(Path(source), workers=max(workers, 1), pool=pool)
         )
         plugins = loading.result() if loading is not None else _load_plugins(plugin, model)
-        if not heatmaps:
+        heatmap_format = _heatmap_format(heatmap_format, heatmaps)
+        if heatmap_format == "none":
             _skip_explanations(plugins)
         _freeze_loaded_heap()
         destination = None
@@ -213,7 +231,7 @@ def batch(
             manifest=Manifest.read(manifest) if manifest else Manifest.empty(),
             deidentify=deidentify,
             pseudonym_map=pseudonym_map,
-            write_heatmaps=heatmaps,
+            heatmap_format=heatmap_format,
             write_fhir=fhir,
             show_identifiers=show_identifiers,
             retry_errors=retry_errors,
@@ -260,6 +278,9 @@ def listen(
     ),
     pseudonym_map: Path = typer.Option(None, "--pseudonym-map", help="Local pseudonym map."),
     show_identifiers: bool = typer.Option(False, "--show-identifiers"),
+    heatmap_format: str = typer.Option(
+        "pm", "--heatmap-format", help="Heatmaps as pm (Parametric Map), sc or none."
+    ),
     verbose: bool = typer.Option(False, "--verbose", help="Also log to the console."),
 ) -> None:
     """Receive studies by DICOM C-STORE, run plugins when a study goes quiet, forward results."""
@@ -273,7 +294,10 @@ def listen(
     _pause_collector()
     with medplug_errors_exit():
         _setup_logging(out, verbose)
+        heatmap_format = _heatmap_format(heatmap_format)
         plugins = _load_plugins(plugin, model)
+        if heatmap_format == "none":
+            _skip_explanations(plugins)
         _freeze_loaded_heap()
         destination = parse_destination(forward_to, calling_ae=ae_title) if forward_to else None
         listener = StudyListener(
@@ -290,6 +314,7 @@ def listen(
                 deidentify=deidentify,
                 pseudonym_map=pseudonym_map,
                 show_identifiers=show_identifiers,
+                heatmap_format=heatmap_format,
             ),
             destination,
         )

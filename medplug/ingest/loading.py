@@ -40,7 +40,7 @@ def load_selected(
     rules: RulesSource = None,
     *,
     allow_tilt: bool = False,
-    xy_slices: bool = False,
+    c_order: bool = False,
 ) -> tuple[ImageVolume | None, list[LoadAttempt]]:
     """Load the best-ranked series that loads; every attempt is returned with its error.
 
@@ -52,7 +52,7 @@ def load_selected(
     selections = select_series(scan, rules)
     for chosen in selections[:MAX_LOAD_ATTEMPTS]:
         try:
-            volume = load_series(chosen.series, allow_tilt=allow_tilt, xy_slices=xy_slices)
+            volume = load_series(chosen.series, allow_tilt=allow_tilt, c_order=c_order)
         except DicomError as exc:
             attempts.append(LoadAttempt(chosen, exc))
             continue
@@ -84,14 +84,14 @@ def load_image(
     *,
     allow_tilt: bool = False,
     scan: ScanResult | None = None,
-    xy_slices: bool = False,
+    c_order: bool = False,
 ) -> ImageVolume:
     """A NIfTI file, a DICOM file, or the best series of a DICOM folder, as one volume.
 
     For a folder the series is picked by ``select_series(scan, rules)``; when
     it fails to load the next-ranked one is tried (``load_selected``). The
     volume's ``meta["selection"]`` records which rule chose it, why, and which
-    higher-ranked series failed. ``xy_slices``: memory layout only (same array
+    higher-ranked series failed. ``c_order``: memory layout only (same array
     values; see ``load_series``), for callers that copy the volume to C order.
     """
     path = Path(path)
@@ -103,7 +103,7 @@ def load_image(
         scan = scan if scan is not None else scan_folder(path)
         if path.is_file() and scan.skipped:
             raise _skip_as_error(scan)
-        volume, attempts = load_selected(scan, rules, allow_tilt=allow_tilt, xy_slices=xy_slices)
+        volume, attempts = load_selected(scan, rules, allow_tilt=allow_tilt, c_order=c_order)
     if volume is not None:
         return volume
     if not attempts:

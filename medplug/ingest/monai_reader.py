@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from monai.data.image_reader import ImageReader, _copy_compatible_dict, _stack_images
 from monai.utils.enums import MetaKeys, SpaceKeys
 
@@ -68,7 +67,7 @@ class MedplugDicomReader(ImageReader):
                 os.fspath(name),
                 kwargs.get("rules", self.rules),
                 allow_tilt=self.allow_tilt,
-                xy_slices=True,
+                c_order=True,
             )
             for name in _names(data)
         ]
@@ -100,24 +99,15 @@ class MedplugDicomReader(ImageReader):
 def c_contiguous(array: np.ndarray, block: tuple[int, int] = (64, 16)) -> np.ndarray:
     """``array`` in C order, which ``LoadImage`` needs (it calls ``np.ascontiguousarray``).
 
-    ``load_image`` returns (x, y, z) as a transposed view of its slice buffer.
-    With ``xy_slices=True`` (what ``read`` asks for) that buffer is (z, x, y),
-    so C order is one 2D transpose, (z, x*y) -> (x*y, z), done by torch's
-    cache-blocked transpose copy: about 3x faster than numpy on the same copy,
-    whose strided loops take one cache/TLB miss per voxel (8 s for 512x512x200
-    with ``np.ascontiguousarray``). Other views ((z, y, x) buffers: multi-frame,
-    or ``load_image`` called directly) are copied in (64 x, all y, 16 z) tiles.
-    Measured in ``benchmarks/startup.py`` (reader section).
+    Slice stacks arrive C-contiguous already (``read`` asks ``load_image`` for
+    ``c_order``, which writes that layout while decoding). Other 3D views
+    (multi-frame images: (x, y, z) over a (z, y, x) buffer) are copied in
+    (64 x, all y, 16 z) tiles: numpy's plain strided copy takes one cache miss
+    per voxel (8 s for 512x512x200).
     """
     if array.flags.c_contiguous or array.ndim != 3:
         return np.ascontiguousarray(array)
     out = np.empty(array.shape, dtype=array.dtype)
-    z_major = array.transpose(2, 0, 1)
-    if z_major.flags.c_contiguous and array.dtype in (np.float32, np.float64):
-        depth = array.shape[2]
-        target = torch.from_numpy(out.reshape(-1, depth))
-        target.copy_(torch.from_numpy(z_major.reshape(depth, -1)).T)
-        return out
     bx, bz = block
     for z0 in range(0, array.shape[2], bz):
         for x0 in range(0, array.shape[0], bx):

@@ -4,8 +4,10 @@
 of a series, or one NIfTI) or ``study_uid`` (+ ``series_uid``) to fetch from the
 configured DICOMweb server; optional ``report`` text and ``clinical`` JSON.
 ``?output=`` picks the answer: ``json`` (the Prediction), ``sr`` (a DICOM
-Structured Report), ``heatmap`` (PNG of the Grad-CAM over a slice) or ``viewer``
-(Prediction plus that PNG, for the web page).
+Structured Report), ``pm`` (the heatmap as a DICOM Parametric Map), ``seg`` (the
+plugin's mask as a DICOM SEG), ``dicom`` (a zip of SR, PM and SEG that cite each
+other), ``heatmap`` (PNG of the Grad-CAM over a slice) or ``viewer`` (Prediction
+plus that PNG, for the web page).
 """
 
 from __future__ import annotations
@@ -31,20 +33,20 @@ from medplug.contract import Case, Prediction
 from medplug.errors import MedplugError, ModelFileError, PluginNotFoundError
 from medplug.serve.auth import require_token
 from medplug.serve.catalog import PluginCatalog
+from medplug.serve.dicom_objects import dicom_objects
 from medplug.serve.dicomweb import check_uid, fetch_study
 from medplug.serve.guard import Admission, RequestGuard
 from medplug.serve.render import heatmap_on_image_grid, overlay_png
 from medplug.serve.scrub import neutral_sources, scrub_paths, scrub_upload_paths
 from medplug.serve.service import PredictionService
 from medplug.serve.settings import ServeSettings
-from medplug.serve.structured_report import structured_report
 from medplug.serve.uploads import Upload, UploadLimits, save_uploads
 
 log = logging.getLogger("medplug.serve")
 STATIC = Path(__file__).parent / "static"
 MAX_TEXT_FIELD = 256 * 1024
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
-Output = Literal["json", "sr", "heatmap", "viewer"]
+Output = Literal["json", "sr", "pm", "seg", "dicom", "heatmap", "viewer"]
 
 PREDICT_FORM_SCHEMA = {
     "requestBody": {
@@ -183,7 +185,11 @@ def create_app(settings: ServeSettings) -> FastAPI:
     async def predict(
         plugin: str,
         request: Request,
-        output: Output = Query("json", description="json, sr, heatmap or viewer"),
+        output: Output = Query(
+            "json",
+            description="json, sr (DICOM SR), pm (heatmap as DICOM Parametric Map), seg "
+            "(DICOM SEG), dicom (zip of SR, PM and SEG), heatmap (PNG) or viewer",
+        ),
         slice_index: int | None = Query(
             None, alias="slice", description="Slice for the heatmap PNG (default: hottest)."
         ),
@@ -194,8 +200,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
         ),
     ) -> Response:
         """Predict one study with ``plugin``."""
-        if not explain and output == "heatmap":
-            raise HTTPException(400, "output=heatmap needs the explanation (explain=true)")
+        if not explain and output in ("heatmap", "pm"):
+            raise HTTPException(400, f"output={output} needs the explanation (explain=true)")
         form = await _read_form(request, settings)
         report = _text_field(form, "report")
         clinical = _clinical(_text_field(form, "clinical"))
@@ -288,9 +294,13 @@ def _answer(
 ) -> Response:
     if output == "json":
         return JSONResponse(scrub_upload_paths(prediction.to_json()))
-    if output == "sr":
+    if output in ("sr", "pm", "seg"):
         return Response(
-            structured_report(case, prediction, input_path), media_type="application/dicom"
+            dicom_objects(case, prediction, input_path, output), media_type="application/dicom"
+        )
+    if output == "dicom":
+        return Response(
+            dicom_objects(case, prediction, input_path, output), media_type="application/zip"
         )
     image = case.image
     has_heatmap = prediction.explanation is not None and prediction.explanation.heatmap is not None

@@ -3,7 +3,8 @@
 Slices are shown the way a radiologist reads them: rows down the array's second
 axis, columns along its first (DICOM row/column order), slice index along the
 third. A heatmap on another grid (``heatmap_affine``) is resampled onto the image
-grid first, so the overlay lines up whatever the plugin's preprocessing.
+grid first (``medplug.dicom_out.grid``, as for the Parametric Map), so the overlay
+lines up whatever the plugin's preprocessing.
 """
 
 from __future__ import annotations
@@ -12,43 +13,9 @@ import io
 
 import numpy as np
 
-from medplug.contract import ImageVolume, Prediction
+from medplug.contract import ImageVolume
+from medplug.dicom_out.grid import on_image_grid as heatmap_on_image_grid  # noqa: F401
 from medplug.errors import InputError
-
-
-def heatmap_on_image_grid(prediction: Prediction, image: ImageVolume) -> np.ndarray:
-    """The prediction's heatmap sampled on ``image``'s voxel grid (same shape as its array)."""
-    explanation = prediction.explanation
-    if explanation is None or explanation.heatmap is None:
-        raise InputError(
-            f"plugin {prediction.plugin!r} returned no heatmap for this case",
-            case_id=prediction.case_id,
-        )
-    heat = np.asarray(explanation.heatmap, dtype=np.float32)
-    heat_affine = explanation.heatmap_affine
-    shape = image.array.shape
-    if heat.shape == shape and (heat_affine is None or np.allclose(heat_affine, image.affine)):
-        return heat
-    if heat_affine is None:
-        raise InputError(
-            f"heatmap shape {heat.shape} differs from image shape {shape} and has no affine",
-            case_id=prediction.case_id,
-        )
-    from scipy.ndimage import affine_transform
-
-    image_to_heat = np.linalg.inv(np.asarray(heat_affine)) @ np.asarray(image.affine)
-    ndim = heat.ndim
-    if ndim == 2:  # 2D heatmap: use the in-plane part of the 4x4 affines
-        image_to_heat = image_to_heat[np.ix_([0, 1, 3], [0, 1, 3])]
-    return affine_transform(
-        heat,
-        image_to_heat[:ndim, :ndim],
-        offset=image_to_heat[:ndim, ndim],
-        output_shape=shape[:ndim],
-        order=1,
-        mode="constant",
-        cval=0.0,
-    ).reshape(shape)
 
 
 def hottest_slice(heat: np.ndarray) -> int:

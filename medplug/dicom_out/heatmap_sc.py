@@ -11,7 +11,7 @@ import numpy as np
 from matplotlib import colormaps
 from pydicom.dataset import Dataset
 
-from medplug.batch.sr import MANUFACTURER
+from medplug.dicom_out.sr import MANUFACTURER
 
 SC_SERIES_NUMBER = 9902
 

@@ -6,6 +6,9 @@ each plugin is one measurement group identified by algorithm name and version
 (TID 4019); its label is a coded qualitative evaluation and each class
 probability a numeric measurement. The images it was computed from are listed
 as evidence (study, series, instances) and as the group's source image.
+A plugin that returned a segmentation adds one TID 1411 volumetric group per
+segment: the segment's volume in mL, referencing that segment of the DICOM SEG
+written beside the SR (which is then part of the evidence too).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import highdicom as hd
 from highdicom.sr import CodedConcept
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
-from pydicom.uid import generate_uid
+from pydicom.uid import SegmentationStorage, generate_uid
 
 from medplug.contract import Prediction
 
@@ -32,6 +35,25 @@ CT_PROCEDURE = CodedConcept(
 IMAGING_PROCEDURE = CodedConcept(
     value="363679005", scheme_designator="SCT", meaning="Imaging procedure"
 )
+VOLUME = CodedConcept(value="118565006", scheme_designator="SCT", meaning="Volume")
+UNIT_ML = CodedConcept(value="ml", scheme_designator="UCUM", meaning="milliliter")
+
+
+@dataclass(frozen=True)
+class SegmentVolume:
+    """One segment of a written SEG and its volume, for a TID 1411 group."""
+
+    seg_sop_uid: str
+    seg_series_uid: str
+    study_uid: str
+    source_series_uid: str  # the image series the SEG was derived from
+    segment_number: int
+    label: str
+    category: CodedConcept
+    type: CodedConcept
+    volume_ml: float
+    plugin: str
+    plugin_version: str
 
 
 @dataclass(frozen=True)
@@ -96,10 +118,35 @@ def measurement_group(
     )
 
 
+def volume_group(volume: SegmentVolume) -> hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations:
+    """TID 1411: the segment's volume in mL, referencing the segment in the SEG."""
+    algorithm = hd.sr.AlgorithmIdentification(name=volume.plugin, version=volume.plugin_version)
+    return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=generate_uid(), identifier=f"{volume.plugin} {volume.label}"[:64]
+        ),
+        referenced_segment=hd.sr.ReferencedSegment(
+            sop_class_uid=SegmentationStorage,
+            sop_instance_uid=volume.seg_sop_uid,
+            segment_number=volume.segment_number,
+            source_series=hd.sr.SourceSeriesForSegmentation(volume.source_series_uid),
+        ),
+        finding_type=volume.type,
+        finding_category=volume.category,
+        algorithm_id=algorithm,
+        measurements=[
+            hd.sr.Measurement(
+                name=VOLUME, value=float(volume.volume_ml), unit=UNIT_ML, algorithm_id=algorithm
+            )
+        ],
+    )
+
+
 def build_sr(
     predictions: Sequence[Prediction],
     evidence: Sequence[Dataset],
     identity: SrIdentity | None = None,
+    volumes: Sequence[SegmentVolume] = (),
 ) -> hd.sr.Comprehensive3DSR:
     """An SR in the source study holding every plugin's result.
 
@@ -108,6 +155,7 @@ def build_sr(
     and study attributes, so the SR lands in the same study in the PACS, and it
     is the measurements' source image. The others need only their study,
     series, SOP class and SOP instance UIDs (see ``StudyEvidence.datasets``).
+    ``volumes``: segments of SEGs written beside the SR; each SEG joins the evidence.
     """
     if not evidence:
         raise ValueError("an SR needs at least one source instance as evidence")
@@ -128,10 +176,12 @@ def build_sr(
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=device),
         procedure_reported=CT_PROCEDURE if modality == "CT" else IMAGING_PROCEDURE,
-        imaging_measurements=[measurement_group(p, source_image) for p in predictions],
+        imaging_measurements=[measurement_group(p, source_image) for p in predictions]
+        + [volume_group(volume) for volume in volumes],
     )
+    segs = {volume.seg_sop_uid: _cited(volume) for volume in volumes}
     return hd.sr.Comprehensive3DSR(
-        evidence=list(evidence),
+        evidence=list(evidence) + list(segs.values()),
         content=report,
         series_instance_uid=identity.series_uid,
         series_number=SR_SERIES_NUMBER,
@@ -141,3 +191,13 @@ def build_sr(
         series_description="medplug AI results",
         is_complete=True,
     )
+
+
+def _cited(volume: SegmentVolume) -> Dataset:
+    """The SEG as the evidence sequence cites it (UIDs only)."""
+    item = Dataset()
+    item.SOPClassUID = SegmentationStorage
+    item.SOPInstanceUID = volume.seg_sop_uid
+    item.StudyInstanceUID = volume.study_uid
+    item.SeriesInstanceUID = volume.seg_series_uid
+    return item

@@ -61,7 +61,6 @@ REMOVE = {
     "StudyDescription",
     "SeriesDescription",
     "AdmittingDiagnosesDescription",
-    "DeviceSerialNumber",
     "ProtocolName",
     "RequestAttributesSequence",
     "ReferencedPatientSequence",
@@ -95,7 +94,8 @@ EMPTY = {  # Z: type 2 attributes kept present but empty
     "StudyTime",
     "VerifyingObserverName",
 }
-DUMMY = {  # D: type 1 in SR/SC, so they keep a dummy value
+DUMMY = {  # D: type 1 in SR/SC (dates) or in PM/SEG (Enhanced General Equipment), kept as dummies
+    "DeviceSerialNumber": "0",
     "ContentDate": DUMMY_DATE,
     "ContentTime": DUMMY_TIME,
     "ObservationDateTime": "19000101000000",
