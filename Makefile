@@ -15,7 +15,7 @@ DEMO_CASES ?= 48
 MODELS := sample_data/models
 export MEDPLUG_MODELS := $(abspath $(MODELS))
 
-.PHONY: venv system-packages demo test lint typecheck fuzz sample-data demo-models bench bench-ingest bench-image bench-text bench-fusion bench-batch bench-serve bench-startup clean
+.PHONY: venv system-packages demo viewer ohif test lint typecheck fuzz sample-data demo-models bench bench-ingest bench-image bench-text bench-fusion bench-batch bench-serve bench-startup bench-scale clean
 
 venv: $(VENV)/.installed
 
@@ -30,11 +30,28 @@ sample-data: venv
 	test -f $(SAMPLE)/manifest.csv || $(MEDPLUG) sample-data $(SAMPLE) --cases $(DEMO_CASES) --seed 0
 	test -f $(HOLDOUT)/manifest.csv || $(MEDPLUG) sample-data $(HOLDOUT) --cases 12 --seed 1
 
+# The example third-party segmentation plugin (examples/medplug-lesion-seg) is pip-installed
+# like any hospital's own package, then trained by its `medplug train lesion-seg` command.
+LESION_SEG := examples/medplug-lesion-seg
+
 demo-models: sample-data
 	$(PY) -m medplug.cli.demo train --cohort $(SAMPLE) --models $(MODELS)
+	$(PY) -c "import medplug_lesion_seg" 2>/dev/null || \
+		$(PY) -m pip install --quiet --no-deps --no-build-isolation -e $(LESION_SEG)
+	test -f $(MODELS)/lesion-seg/medplug.json || \
+		$(MEDPLUG) train lesion-seg --cohort $(SAMPLE) --out $(MODELS)/lesion-seg
 
 demo: demo-models
 	$(PY) -m medplug.cli.demo run --cohort $(HOLDOUT) --models $(MODELS)
+
+# OHIF's published build (npm @ohif/app, pinned and integrity-checked) in .cache/ohif.
+ohif: venv
+	$(PY) -m medplug.ohif.install --cache .cache/ohif
+
+# The held-out cohort and its batch results in OHIF, on 127.0.0.1 (Ctrl-C stops it).
+VIEWER_PORT ?= 8765
+viewer: demo-models ohif system-packages
+	$(PY) -m medplug.ohif.demo --cohort $(HOLDOUT) --models $(MODELS) --cache .cache/ohif --port $(VIEWER_PORT)
 
 # Debian packages the tests use for real (Orthanc, dcmtk, dciodvfy, Chromium, Xvfb):
 # installed when this user can (root or password-less sudo), else listed with the
@@ -43,6 +60,7 @@ system-packages:
 	@bash scripts/system-packages.sh
 
 test: venv system-packages typecheck
+	$(PY) -m medplug.ohif.install --cache .cache/ohif || echo "OHIF not installed: tests/test_viewer_ohif.py will be skipped"
 	$(PY) -m pytest -q -ra
 
 lint: venv typecheck
@@ -76,6 +94,10 @@ bench-batch: venv
 bench-serve: venv
 	$(PY) benchmarks/serve.py
 
+# medplug batch --engine local vs ray, one and two simulated nodes (benchmarks/results/scale.md)
+bench-scale: venv
+	OMP_NUM_THREADS=1 $(PY) benchmarks/scale.py
+
 # Start-up and per-case latency (benchmarks/results/startup.md). BASELINE=/path/to/an/older/checkout
 # (with its own .venv) measures it too, side by side.
 bench-startup: demo-models
@@ -87,4 +109,4 @@ bench-startup: demo-models
 bench: bench-ingest bench-image bench-text bench-fusion bench-batch bench-serve
 
 clean:
-	rm -rf $(VENV) $(SAMPLE) $(HOLDOUT) $(MODELS) benchmarks/work
+	rm -rf $(VENV) $(SAMPLE) $(HOLDOUT) $(MODELS) benchmarks/work .cache/ohif

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from medplug.errors import MedplugError
 
@@ -27,6 +28,9 @@ def medplug_errors_exit() -> Iterator[None]:
     except MedplugError as exc:
         # soft_wrap: one line however narrow the terminal (or 80 columns when piped to a log)
         error_console.print(
-            f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True
+            f"[bold red]error:[/] {escape(str(exc))}",  # the message's own [..] stays text
+            highlight=False,
+            markup=True,
+            soft_wrap=True,
         )
         raise typer.Exit(code=2) from None

@@ -369,6 +369,9 @@ class Plugin(ABC):
     # sha256 of the model folder's medplug.json (which holds the weights' hashes); set by
     # ``registry.load_plugin``. Two plugins with the same key compute the same embeddings.
     model_identity: str | None = None
+    # The model folder it was loaded from (``registry.load_plugin``): how another process
+    # (a Ray inference actor) loads the same plugin again.
+    model_dir: Path | None = None
 
     @property
     def embedding_key(self) -> str | None:

@@ -203,7 +203,10 @@ def load_plugin(name: str, model_dir: str | Path | None = None) -> Plugin:
     cls = plugin_class(name)
     apply_thread_policy()
     plugin = cls.from_pretrained(folder)
-    plugin.model_identity = model_identity(folder)
+    # A folder without medplug.json (a MONAI bundle, an HF checkpoint) keeps the identity
+    # its plugin computed from the folder's files, if any.
+    plugin.model_identity = model_identity(folder) or plugin.model_identity
+    plugin.model_dir = folder
     return plugin
 
 

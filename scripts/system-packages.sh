@@ -14,6 +14,7 @@ declare -A needed_by=(
     [chromium]="the web page test (headless Chromium)"
     [chromium-driver]="the web page test (Selenium's chromedriver)"
     [xvfb]="the napari tests (an X display for Qt's OpenGL)"
+    [npm]="the OHIF viewer test and make viewer (fetch @ohif/app once into .cache/ohif)"
 )
 packages=(orthanc orthanc-dicomweb dcmtk dicom3tools chromium chromium-driver xvfb)
 
@@ -21,6 +22,8 @@ missing=()
 for package in "${packages[@]}"; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
+# npm may come with another nodejs build than Debian's (which ships it separately).
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 [ "${#missing[@]}" -eq 0 ] && exit 0
 
 as_root=""

@@ -10,11 +10,15 @@ failing study does not stop a batch.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 from plugin_distribution import install_plugin_distribution
+
+# The private Orthanc lives in medplug (``make viewer`` starts one too); re-exported here.
+from medplug.orthanc import DICOMWEB_PLUGIN, ORTHANC, OrthancServer, free_port, tool
+
+__all__ = ["DICOMWEB_PLUGIN", "ORTHANC", "OrthancServer", "free_port", "tool"]
 
 INTENSITY_PLUGIN = '''
 import json
@@ -97,14 +101,6 @@ def env_with(site: Path) -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in paths if p), COLUMNS="200")
 
 
-def tool(name: str) -> str | None:
-    """A system DICOM tool by absolute path (pynetdicom's scripts shadow dcmtk's on PATH)."""
-    for candidate in (f"/usr/bin/{name}", f"/usr/sbin/{name}"):
-        if os.access(candidate, os.X_OK):
-            return candidate
-    return shutil.which(name) if name not in ("storescu", "findscu") else None
-
-
 def dciodvfy_errors(path: Path) -> list[str]:
     """Every ``Error`` line dciodvfy prints for ``path``."""
     result = subprocess.run(
@@ -112,103 +108,3 @@ def dciodvfy_errors(path: Path) -> list[str]:
     )
     lines = (result.stdout + result.stderr).splitlines()
     return [line for line in lines if "Error" in line]
-
-
-# --------------------------------------------------------------------------- Orthanc
-
-ORTHANC = "/usr/sbin/Orthanc"
-DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class OrthancServer:
-    """A private Orthanc on 127.0.0.1 with free ports, a temporary config and storage."""
-
-    def __init__(self, root: Path, aet: str = "ORTHANC", modalities: dict | None = None) -> None:
-        import json
-
-        self.root = root
-        self.http_port, self.dicom_port, self.aet = free_port(), free_port(), aet
-        config = {
-            "Name": "medplug-test",
-            "StorageDirectory": str(root / "storage"),
-            "IndexDirectory": str(root / "storage"),
-            "HttpPort": self.http_port,
-            "DicomPort": self.dicom_port,
-            "DicomAet": aet,
-            "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False,
-            "DicomCheckCalledAet": False,
-            "Plugins": [DICOMWEB_PLUGIN],
-            "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
-            "DicomModalities": modalities or {},
-            "HttpTimeout": 30,
-        }
-        root.mkdir(parents=True, exist_ok=True)
-        self.config = root / "orthanc.json"
-        self.config.write_text(json.dumps(config))
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    @property
-    def dicomweb(self) -> str:
-        return f"{self.url}/dicom-web"
-
-    def start(self, timeout: float = 60) -> OrthancServer:
-        import time
-
-        import httpx
-
-        log = (self.root / "orthanc.log").open("w")
-        self.process = subprocess.Popen(
-            [ORTHANC, str(self.config)], stdout=log, stderr=subprocess.STDOUT
-        )
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"Orthanc exited early; see {self.root / 'orthanc.log'}")
-            try:
-                if httpx.get(f"{self.url}/system", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError("Orthanc did not start in time")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-
-    def store_folder(self, folder: Path, calling_aet: str = "LOADER") -> None:
-        """Load a folder of DICOM files with dcmtk's storescu (by absolute path)."""
-        subprocess.run(
-            [tool("storescu") or "/usr/bin/storescu", "-aet", calling_aet, "-aec", self.aet,
-             "+sd", "+r", "-nh", "-R", "-q",
-             "127.0.0.1", str(self.dicom_port), str(folder)],
-            check=True, capture_output=True,
-        )  # fmt: skip
-
-    def get(self, path: str):
-        import httpx
-
-        response = httpx.get(f"{self.url}{path}", timeout=30)
-        response.raise_for_status()
-        return response.json()
-
-    def series_of_study(self, study_uid: str) -> list[dict]:
-        """QIDO-RS: the series of one study, as DICOM JSON."""
-        return self.get(f"/dicom-web/studies/{study_uid}/series")

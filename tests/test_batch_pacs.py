@@ -148,5 +148,5 @@ def test_listener_accepts_allowed_ae_only_and_forwards_the_sr_by_c_store(
 def _has_sr(orthanc: OrthancServer, study_uid: str) -> bool:
     try:
         return bool(sr_series(orthanc, study_uid))
-    except httpx.HTTPError:
+    except (httpx.HTTPError, OSError):  # OSError: urllib's HTTPError/URLError
         return False

@@ -42,6 +42,7 @@ from medplug.batch.dicomweb import (
     with_retries,
 )
 from medplug.batch.loading import LoadJob, load_study
+from medplug.batch.locators import DicomwebLocator
 
 needs_orthanc = pytest.mark.skipif(not Path(ORTHANC).exists(), reason="Orthanc not installed")
 FAST_RETRIES = ["--retries", "60", "--retry-max-wait", "1", "--network-timeout", "2"]
@@ -269,7 +270,7 @@ def test_jpeg2000_study_is_fetched_as_stored_and_decoded_locally(
         for path in fetched.iterdir():  # the server sent what it stores, no transcoding
             header = pydicom.dcmread(path, stop_before_pixels=True)
             assert header.file_meta.TransferSyntaxUID == JPEG2000Lossless
-        locator = {"kind": "dicomweb", "url": server.dicomweb, "study_uid": study_uid}
+        locator = DicomwebLocator(server.dicomweb, study_uid)
         job = LoadJob(key=study_uid, case_id="j2k", locator=locator, spool_dir=str(tmp_path))
         loaded = load_study(job)
         assert loaded.error is None, loaded.error

@@ -22,16 +22,13 @@ from pathlib import Path
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 
+from medplug.batch.context import RunContext
 from medplug.batch.destinations import Destination
-from medplug.batch.identifiers import StudyLabeller
-from medplug.batch.journal import Journal
 from medplug.batch.loading import LoadJob, load_study
+from medplug.batch.locators import FolderLocator, locator_from_json
 from medplug.batch.manifest import Manifest
-from medplug.batch.outputs import OutputFolder
-from medplug.batch.processing import ProcessorSettings, StudyProcessor
-from medplug.batch.runner import JOURNAL_NAME, default_pseudonym_map, plugin_settings
+from medplug.batch.processing import ProcessorSettings
 from medplug.contract import Plugin
-from medplug.dicom_out.deidentify import PseudonymMap
 from medplug.errors import MedplugError
 from medplug.safe_paths import UnsafePathError, inside, is_dicom_uid
 
@@ -66,33 +63,21 @@ class StudyListener:
         if not options.allowed_aets:
             raise MedplugError("medplug listen needs at least one --allow AE title")
         self.options = options
-        self.output = OutputFolder(options.out_dir)
-        self.spool = self.output.root / "spool"
-        self.spool.mkdir(exist_ok=True)
-        self.journal = Journal(self.output.root / JOURNAL_NAME)
-        self.journal.check_settings(
-            {"plugins": plugin_settings(plugins), "deidentify": options.deidentify}
-        )
-        self.labeller = StudyLabeller(self.journal.secret(), options.show_identifiers)
-        self.pseudonyms = (
-            PseudonymMap(options.pseudonym_map or default_pseudonym_map())
-            if options.deidentify
-            else None
-        )
-        self.processor = StudyProcessor(
+        self.context = RunContext.open(
+            options,
             plugins,
-            self.journal,
-            self.output,
-            self.labeller,
             ProcessorSettings(
                 deidentify=options.deidentify,
                 heatmap_format=options.heatmap_format,
                 source_kind="dimse",
                 push_deidentified=options.deidentify,
             ),
-            destination=destination,
-            pseudonyms=self.pseudonyms,
+            destination,
         )
+        self.output, self.journal = self.context.output, self.context.journal
+        self.labeller, self.processor = self.context.labeller, self.context.processor
+        self.spool = self.output.root / "spool"
+        self.spool.mkdir(exist_ok=True)
         self._last_seen: dict[str, float] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -130,7 +115,7 @@ class StudyListener:
         partial.rename(final)
         with self._lock:
             if study_uid not in self._last_seen:
-                self.journal.add_or_reopen(study_uid, {"kind": "folder", "path": str(folder)})
+                self.journal.add_or_reopen(study_uid, FolderLocator(str(folder)).to_json())
             self._last_seen[study_uid] = time.monotonic()
         return 0x0000
 
@@ -163,9 +148,7 @@ class StudyListener:
             self._worker.join(timeout=60)
         self.output.rewrite_results(self.journal.records())
         self.output.write_summary(self.journal.records())
-        self.journal.close()
-        if self.pseudonyms is not None:
-            self.pseudonyms.close()
+        self.context.close()
 
     # ------------------------------------------------------------------ processing
 
@@ -193,7 +176,7 @@ class StudyListener:
         job = LoadJob(
             key=study_uid,
             case_id=self.labeller.hash(study_uid),
-            locator=entry.locator,
+            locator=locator_from_json(entry.locator),
             report=found.report,
             clinical=found.clinical,
             rules=self.options.rules,

@@ -14,6 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from medplug.batch.dicomweb import RetryCount, RetryPolicy, retrieve_study
+from medplug.batch.locators import (
+    DicomwebLocator,
+    FolderLocator,
+    StudyLocator,
+    locator_from_json,
+)
 from medplug.batch.spooled_arrays import discard_spooled, spool_images
 from medplug.batch.storage import storage_problem
 from medplug.contract import Case, ClinicalValue
@@ -28,7 +34,7 @@ class LoadJob:
 
     key: str
     case_id: str
-    locator: dict[str, Any]
+    locator: StudyLocator  # (the journal's JSON form is accepted and converted)
     report: str | None = None
     clinical: dict[str, ClinicalValue] = field(default_factory=dict)
     rules: dict[str, Any] | None = None
@@ -37,6 +43,10 @@ class LoadJob:
     # mapped by the parent instead of being pickled through the pipe (spooled_arrays).
     array_dir: str | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)  # DICOMweb fetches
+
+    def __post_init__(self) -> None:
+        if isinstance(self.locator, dict):
+            self.locator = locator_from_json(self.locator)
 
 
 @dataclass
@@ -76,16 +86,18 @@ def load_study(job: LoadJob) -> LoadedStudy:
     loaded = LoadedStudy(key=job.key)
     spooled: Path | None = None
     try:
-        files = job.locator.get("files")
-        if job.locator["kind"] == "dicomweb":
+        locator = job.locator
+        if isinstance(locator, DicomwebLocator):
             count = RetryCount()
             try:
                 spooled = fetch_dicomweb(job, count)
             finally:
                 loaded.retries = count.retries
             files = sorted(str(p) for p in spooled.iterdir())
-        elif job.locator["kind"] == "folder":
-            files = sorted(str(p) for p in Path(job.locator["path"]).rglob("*") if p.is_file())
+        elif isinstance(locator, FolderLocator):
+            files = sorted(str(p) for p in Path(locator.path).rglob("*") if p.is_file())
+        else:
+            files = list(locator.files)
         if not files:
             raise DicomError(None, EMPTY_STUDY, "the study has no instances")
         loaded.case, loaded.evidence = decode_case(files, job)
@@ -104,14 +116,15 @@ def load_study(job: LoadJob) -> LoadedStudy:
 
 def fetch_dicomweb(job: LoadJob, count: RetryCount | None = None) -> Path:
     """WADO-RS retrieve of the whole study, as stored, into a private spool folder."""
+    locator = job.locator
+    if not isinstance(locator, DicomwebLocator):
+        raise ValueError("not a DICOMweb study")
     if not job.spool_dir:
         raise ValueError("a DICOMweb study needs a spool folder")
     target = Path(job.spool_dir) / job.case_id
     target.mkdir(parents=True, exist_ok=True)
     try:
-        retrieve_study(
-            job.locator["url"], job.locator["study_uid"], target, job.retry, count or RetryCount()
-        )
+        retrieve_study(locator.url, locator.study_uid, target, job.retry, count or RetryCount())
     except Exception as exc:
         shutil.rmtree(target, ignore_errors=True)
         if storage_problem(exc, writing=False) is not None:

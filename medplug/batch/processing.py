@@ -201,6 +201,88 @@ def segmentation_summary(prediction: Prediction, spacing: tuple[float, ...]) -> 
     ]
 
 
+def predict_outcomes(
+    plugins: Sequence[Plugin],
+    outcomes: list[StudyOutcome],
+    heatmap_format: str,
+    array_dir: str | None = None,
+) -> list[StudyOutcome]:
+    """The inference stage of both engines: every plugin over the decoded studies, then
+    the pixels dropped (what the writer needs kept). Runs where the plugins live: the
+    batch's main process, or a Ray inference actor."""
+    for outcome in outcomes:
+        if outcome.loaded.error:
+            outcome.errors.append(outcome.loaded.error)
+    run_plugins(plugins, outcomes)
+    for outcome in outcomes:
+        outcome.release_pixels(heatmap_format, array_dir)
+    return outcomes
+
+
+@dataclass
+class OutputPlan:
+    """What every study's DICOM outputs need besides the study (picklable: a Ray write
+    task gets it). The push itself is the caller's (``deliver``)."""
+
+    output_root: Path
+    write_sr: bool = True
+    write_fhir: bool = True
+    push: str = "none"  # which copies ``write_dicom_outputs`` returns: none, original, deidentified
+    pseudonym_map: Path | None = None
+
+
+def output_job(outcome: StudyOutcome, study: str, plan: OutputPlan) -> DicomOutputJob | None:
+    """What the study's SR and SCs need, or None when there is nothing to write."""
+    if not outcome.predictions or not outcome.loaded.evidence:
+        return None
+    entry = outcome.entry
+    return DicomOutputJob(
+        study=study,
+        predictions=outcome.predictions,
+        evidence=outcome.loaded.evidence,
+        output_root=plan.output_root,
+        sr_identity=SrIdentity(entry.sr_series_uid, entry.sr_sop_uid) if plan.write_sr else None,
+        sc_series_uid=entry.sc_series_uid,
+        sc_sop_seed=entry.sc_sop_uid,
+        heatmaps=outcome.heatmaps,
+        heatmap_slices=outcome.heatmap_slices,
+        pseudonym_map=plan.pseudonym_map,
+        push=plan.push,
+        write_fhir=plan.write_fhir,
+    )
+
+
+@dataclass
+class WrittenStudy:
+    """A study's outputs once written and pushed: what its record cites."""
+
+    files: dict[str, str] = field(default_factory=dict)
+    pushed: str | None = None  # the destination's description, when the push succeeded
+    write_s: float = 0.0
+
+
+def deliver(
+    outcome: StudyOutcome, written: DicomOutputResult | None, destination: Destination | None
+) -> WrittenStudy:
+    """Push what was written; a failed write or push becomes this study's error only."""
+    started = time.perf_counter()
+    done = WrittenStudy()
+    if written is not None:
+        done.files = written.files
+        outcome.errors.extend(written.object_errors)
+        if written.error is not None:
+            outcome.errors.append(written.error)
+        elif destination is not None:
+            try:
+                outcome.push_retries = destination.send(written.to_push) or 0
+                done.pushed = destination.description
+            except Exception as exc:  # a failed push is this study's error only
+                outcome.push_retries = getattr(exc, "retries", 0)
+                outcome.errors.append(error_info("output", exc))
+    done.write_s = (written.elapsed_s if written else 0.0) + time.perf_counter() - started
+    return done
+
+
 class StudyProcessor:
     """Turns predictions into outputs and journal records for one output folder."""
 
@@ -237,13 +319,24 @@ class StudyProcessor:
     def predict(self, loaded: Sequence[LoadedStudy]) -> list[StudyOutcome]:
         """Every plugin over the decoded studies (one ``predict_batch`` call each)."""
         outcomes = [StudyOutcome(item, self.journal.get(item.key)) for item in loaded]
-        for outcome in outcomes:
-            if outcome.loaded.error:
-                outcome.errors.append(outcome.loaded.error)
-        run_plugins(self.plugins, outcomes)
-        for outcome in outcomes:
-            outcome.release_pixels(self.settings.heatmap_format, self.array_dir)
-        return outcomes
+        return predict_outcomes(
+            self.plugins, outcomes, self.settings.heatmap_format, self.array_dir
+        )
+
+    @property
+    def plan(self) -> OutputPlan:
+        """The output settings as a picklable plan (the write stage may run elsewhere)."""
+        settings = self.settings
+        push = "none"
+        if self.destination is not None:
+            push = "deidentified" if settings.push_deidentified else "original"
+        return OutputPlan(
+            output_root=self.output.root,
+            write_sr=settings.write_sr,
+            write_fhir=settings.write_fhir,
+            push=push,
+            pseudonym_map=self.pseudonyms.path if settings.deidentify and self.pseudonyms else None,
+        )
 
     def finish(self, outcomes: Sequence[StudyOutcome]) -> list[dict[str, Any]]:
         """SR, heatmaps and push per study, then all records in one journal commit.
@@ -251,7 +344,8 @@ class StudyProcessor:
         The files are written before the commit: a study killed in between is
         redone with the same SR UIDs, so it still appears exactly once.
         """
-        jobs = [self._output_job(outcome) for outcome in outcomes]
+        plan = self.plan
+        jobs = [output_job(o, self.labeller.hash(o.entry.key), plan) for o in outcomes]
         if self.output_pool is not None:
             futures = [
                 self.output_pool.submit(write_dicom_outputs, job) if job else None for job in jobs
@@ -260,10 +354,25 @@ class StudyProcessor:
         else:
             written = [write_dicom_outputs(job) if job else None for job in jobs]
         if self.settings.stop_on_storage_errors:
-            self._stop_if_storage_failed(outcomes, written)
-        records = [
-            self._finish_one(outcome, result)
+            self.stop_if_storage_failed(outcomes, written)
+        # Pushed from this process: one connection for the run.
+        delivered = [
+            deliver(outcome, result, self.destination)
             for outcome, result in zip(outcomes, written, strict=True)
+        ]
+        return self.commit(outcomes, delivered)
+
+    def commit(
+        self, outcomes: Sequence[StudyOutcome], written: Sequence[WrittenStudy]
+    ) -> list[dict[str, Any]]:
+        """Records of written studies, committed to the journal in one transaction.
+
+        The journal's single writer: the batch's main process, whichever engine ran the
+        stages before.
+        """
+        records = [
+            self._record(outcome, self.labeller.hash(outcome.entry.key), done)
+            for outcome, done in zip(outcomes, written, strict=True)
         ]
         self.journal.finish_many((o.entry.key, r) for o, r in zip(outcomes, records, strict=True))
         self.output.append_results(records)
@@ -271,7 +380,7 @@ class StudyProcessor:
             self._log(outcome, record)
         return records
 
-    def _stop_if_storage_failed(
+    def stop_if_storage_failed(
         self, outcomes: Sequence[StudyOutcome], written: Sequence[DicomOutputResult | None]
     ) -> None:
         """Raise before anything is committed: these studies stay to be redone on resume."""
@@ -280,54 +389,6 @@ class StudyProcessor:
         for error in errors:
             if error["reason"] in STORAGE_REASONS:
                 raise stop_error(self.output.root, error["reason"], error["message"])
-
-    def _output_job(self, outcome: StudyOutcome) -> DicomOutputJob | None:
-        """What the study's SR and SCs need, or None when there is nothing to write."""
-        if not outcome.predictions or not outcome.loaded.evidence:
-            return None
-        entry, settings = outcome.entry, self.settings
-        push = "none"
-        if self.destination is not None:
-            push = "deidentified" if settings.push_deidentified else "original"
-        return DicomOutputJob(
-            study=self.labeller.hash(entry.key),
-            predictions=outcome.predictions,
-            evidence=outcome.loaded.evidence,
-            output_root=self.output.root,
-            sr_identity=SrIdentity(entry.sr_series_uid, entry.sr_sop_uid)
-            if settings.write_sr
-            else None,
-            sc_series_uid=entry.sc_series_uid,
-            sc_sop_seed=entry.sc_sop_uid,
-            heatmaps=outcome.heatmaps,
-            heatmap_slices=outcome.heatmap_slices,
-            pseudonym_map=self.pseudonyms.path if settings.deidentify and self.pseudonyms else None,
-            push=push,
-            write_fhir=settings.write_fhir,
-        )
-
-    def _finish_one(
-        self, outcome: StudyOutcome, written: DicomOutputResult | None
-    ) -> dict[str, Any]:
-        """Push what was written (from this process: one connection), then the record."""
-        started = time.perf_counter()
-        study = self.labeller.hash(outcome.entry.key)
-        files: dict[str, str] = {}
-        pushed = None
-        if written is not None:
-            files = written.files
-            outcome.errors.extend(written.object_errors)
-            if written.error is not None:
-                outcome.errors.append(written.error)
-            elif self.destination is not None:
-                try:
-                    outcome.push_retries = self.destination.send(written.to_push) or 0
-                    pushed = self.destination.description
-                except Exception as exc:  # a failed push is this study's error only
-                    outcome.push_retries = getattr(exc, "retries", 0)
-                    outcome.errors.append(error_info("output", exc))
-        write_s = (written.elapsed_s if written else 0.0) + time.perf_counter() - started
-        return self._record(outcome, study, files, pushed, write_s)
 
     def _log(self, outcome: StudyOutcome, record: dict[str, Any]) -> None:
         for error in outcome.errors:
@@ -345,14 +406,7 @@ class StudyProcessor:
             f" after {retries} network retries" if retries else "",
         )
 
-    def _record(
-        self,
-        outcome: StudyOutcome,
-        study: str,
-        files: dict[str, str],
-        pushed: str | None,
-        write_s: float,
-    ) -> dict[str, Any]:
+    def _record(self, outcome: StudyOutcome, study: str, done: WrittenStudy) -> dict[str, Any]:
         status = (
             "ok"
             if outcome.predictions and not outcome.errors
@@ -367,7 +421,7 @@ class StudyProcessor:
             study_uid = self.pseudonyms.pseudonym("uid", study_uid)
             series_uid = self.pseudonyms.pseudonym("uid", series_uid) if series_uid else None
             accession = None
-        load_s = outcome.loaded.load_s
+        load_s, write_s = outcome.loaded.load_s, done.write_s
         return {
             "study": study,
             "study_uid": study_uid,
@@ -388,8 +442,8 @@ class StudyProcessor:
                 "source": self.settings.source_kind,
                 "series_uid": series_uid,
                 "instances": len(outcome.loaded.evidence or ()),
-                "files": files,
-                "pushed_to": pushed,
+                "files": done.files,
+                "pushed_to": done.pushed,
                 "attempt": outcome.entry.attempts,
                 "network_retries": outcome.loaded.retries + outcome.push_retries,
                 "deidentified": self.settings.deidentify,

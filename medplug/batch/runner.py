@@ -26,38 +26,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeRemainingColumn,
+from medplug.batch.context import (  # noqa: F401  (JOURNAL_NAME & co: their old home)
+    JOURNAL_NAME,
+    RunContext,
+    default_pseudonym_map,
+    plugin_settings,
 )
-from rich.text import Text
-
 from medplug.batch.destinations import Destination
 from medplug.batch.dicomweb import RetryPolicy
-from medplug.batch.identifiers import StudyLabeller
 from medplug.batch.journal import Journal
 from medplug.batch.lifetime import exit_with
 from medplug.batch.loading import LoadedStudy, LoadJob, error_info, load_study
+from medplug.batch.locators import locator_from_json
 from medplug.batch.manifest import Manifest
 from medplug.batch.memory import HeapTrimmer
-from medplug.batch.outputs import OutputFolder
-from medplug.batch.processing import ProcessorSettings, StudyProcessor
+from medplug.batch.processing import ProcessorSettings
+from medplug.batch.progress import BatchProgress
+from medplug.batch.ray_options import RayOptions
 from medplug.batch.spool import run_spool_folder
 from medplug.batch.spooled_arrays import discard_spooled, restore_images
 from medplug.batch.storage import OutputStorageError, stop_error, storage_problem
 from medplug.batch.studies import Discovery
 from medplug.batch.writer import OutputWriter
 from medplug.contract import Plugin
-from medplug.dicom_out.deidentify import PseudonymMap
+from medplug.errors import MedplugError
 
 log = logging.getLogger("medplug.batch")
-JOURNAL_NAME = "journal.sqlite"
+ENGINES = ("local", "ray")
 
 
 @dataclass
@@ -80,6 +75,8 @@ class BatchOptions:
     threads: int | None = None  # torch threads for inference; None: cores left by the workers
     retry: RetryPolicy = field(default_factory=RetryPolicy)  # DICOMweb fetches (and pushes)
     search_retries: int = 0  # network retries the study search needed, for the summary
+    engine: str = "local"  # local: this machine's process pool; ray: a Ray cluster
+    ray: RayOptions | None = None  # engine="ray": where the cluster is, actor sizes
 
 
 @dataclass
@@ -113,31 +110,6 @@ class RunSummary:
         }
 
 
-class StudiesPerSecondColumn(ProgressColumn):
-    """Throughput, the figure a PACS administrator sizes a box by."""
-
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:.2f} studies/s" if speed else "- studies/s", style="cyan")
-
-
-def _progress(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        StudiesPerSecondColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not enabled,
-    )
-
-
-def plugin_settings(plugins: Sequence[Plugin]) -> list[dict[str, str]]:
-    return [{"name": p.info.name, "version": p.info.version} for p in plugins]
-
-
 def run_batch(
     discovery: Discovery,
     plugins: Sequence[Plugin],
@@ -150,8 +122,10 @@ def run_batch(
     ``pool``: worker processes the caller already started (``worker_pool``), e.g.
     for discovery; by default the run starts ``options.workers`` of its own.
     A full or unwritable output disk stops the run with ``OutputStorageError``
-    (what was committed stays; a rerun resumes).
+    (what was committed stays; a rerun resumes). ``options.engine="ray"`` runs the
+    same stages on a Ray cluster (``ray_engine``); ``pool`` is then not used.
     """
+    check_engine(options.engine)
     try:
         return _run_batch(discovery, plugins, options, destination, pool)
     except OutputStorageError:
@@ -163,6 +137,16 @@ def run_batch(
         raise stop_error(options.out_dir, *problem) from exc
 
 
+def check_engine(engine: str) -> None:
+    """An unknown engine, or ``ray`` without Ray installed, is one clear error up front."""
+    if engine not in ENGINES:
+        raise MedplugError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if engine == "ray":
+        from medplug.batch.ray_engine import require_ray
+
+        require_ray()
+
+
 def _run_batch(
     discovery: Discovery,
     plugins: Sequence[Plugin],
@@ -170,74 +154,31 @@ def _run_batch(
     destination: Destination | None,
     pool: Executor | None,
 ) -> RunSummary:
-    output = OutputFolder(options.out_dir)
-    journal = Journal(output.root / JOURNAL_NAME)
-    pseudonyms = None
+    context = RunContext.open(
+        options,
+        plugins,
+        ProcessorSettings(
+            heatmap_format=options.heatmap_format,
+            write_fhir=options.write_fhir,
+            deidentify=options.deidentify,
+            source_kind=options.source_kind,
+            stop_on_storage_errors=True,
+        ),
+        destination,
+    )
+    journal, output = context.journal, context.output
     try:
-        journal.check_settings(
-            {"plugins": plugin_settings(plugins), "deidentify": options.deidentify}
-        )
-        labeller = StudyLabeller(journal.secret(), options.show_identifiers)
-        journal.add_many(
-            (task.study_uid, task.locator | {"accession": task.accession})
-            for task in discovery.studies
-        )
+        journal.add_many((task.study_uid, task.journal_locator()) for task in discovery.studies)
         requeued = journal.requeue_interrupted(options.retry_errors)
         if requeued:
             log.info("resuming: %d interrupted studies requeued", requeued)
         output.rewrite_results(journal.records())
-        if options.deidentify:
-            pseudonyms = PseudonymMap(options.pseudonym_map or default_pseudonym_map())
-        processor = StudyProcessor(
-            plugins,
-            journal,
-            output,
-            labeller,
-            ProcessorSettings(
-                heatmap_format=options.heatmap_format,
-                write_fhir=options.write_fhir,
-                deidentify=options.deidentify,
-                source_kind=options.source_kind,
-                stop_on_storage_errors=True,
-            ),
-            destination=destination,
-            pseudonyms=pseudonyms,
-        )
-        pending = journal.pending()
-        counts = journal.counts()
-        total = sum(counts.values())
-        with (
-            inference_threads(options.threads, options.workers),
-            _progress(options.progress) as progress,
-            run_spool_folder() as spool,
-            _given_or_own_pool(pool, options.workers) as pool,
-        ):
-            processor.output_pool = pool
-            processor.array_dir = spool if pool is not None else None
-            bar = progress.add_task("studies", total=total, completed=total - len(pending))
-            trimmer = HeapTrimmer()
-            jobs = (
-                LoadJob(
-                    key=entry.key,
-                    case_id=labeller.hash(entry.key),
-                    locator=entry.locator,
-                    report=(
-                        found := options.manifest.lookup(entry.key, entry.locator.get("accession"))
-                    ).report,
-                    clinical=found.clinical,
-                    rules=options.rules,
-                    spool_dir=spool,
-                    array_dir=spool if pool is not None else None,
-                    retry=options.retry,
-                )  # fmt: skip
-                for entry in pending
-            )
-            with OutputWriter(processor, lambda n: progress.advance(bar, n)) as writer:
-                for ready in decoded_batches(
-                    jobs, journal, pool, options.batch_size, in_flight=2 * options.workers
-                ):
-                    writer.submit(processor.predict(ready))
-                    trimmer.after_batch()  # this batch's arrays are released by now
+        if options.engine == "ray":
+            from medplug.batch.ray_engine import run_on_ray
+
+            run_on_ray(context, plugins, options)
+        else:
+            _run_local(context, options, pool)
         output.rewrite_results(journal.records())
         output.write_summary(journal.records())
         summary = RunSummary.from_records(
@@ -246,9 +187,45 @@ def _run_batch(
         output.write_run_summary(summary.to_json())
         return summary
     finally:
-        journal.close()
-        if pseudonyms is not None:
-            pseudonyms.close()
+        context.close()
+
+
+def _run_local(context: RunContext, options: BatchOptions, pool: Executor | None) -> None:
+    """This machine's engine: decoding processes, inference here, a writer thread."""
+    journal, processor, labeller = context.journal, context.processor, context.labeller
+    pending = journal.pending()
+    total = sum(journal.counts().values())
+    with (
+        inference_threads(options.threads, options.workers),
+        BatchProgress(options.progress, total, total - len(pending)) as progress,
+        run_spool_folder() as spool,
+        _given_or_own_pool(pool, options.workers) as pool,
+    ):
+        processor.output_pool = pool
+        processor.array_dir = spool if pool is not None else None
+        trimmer = HeapTrimmer()
+        jobs = (
+            LoadJob(
+                key=entry.key,
+                case_id=labeller.hash(entry.key),
+                locator=locator_from_json(entry.locator),
+                report=(
+                    found := options.manifest.lookup(entry.key, entry.locator.get("accession"))
+                ).report,
+                clinical=found.clinical,
+                rules=options.rules,
+                spool_dir=spool,
+                array_dir=spool if pool is not None else None,
+                retry=options.retry,
+            )  # fmt: skip
+            for entry in pending
+        )
+        with OutputWriter(processor, progress.finished) as writer:
+            for ready in decoded_batches(
+                jobs, journal, pool, options.batch_size, in_flight=2 * options.workers
+            ):
+                writer.submit(processor.predict(ready))
+                trimmer.after_batch()  # this batch's arrays are released by now
 
 
 @contextlib.contextmanager
@@ -371,8 +348,3 @@ def _result_or_error(future: Future[LoadedStudy], job: LoadJob) -> LoadedStudy:
             discard_spooled(loaded.spooled)
             return LoadedStudy(key=job.key, error=error_info("load", exc))
     return loaded
-
-
-def default_pseudonym_map() -> Path:
-    """Kept on this machine, outside any output folder that may be shared."""
-    return Path.home() / ".local" / "share" / "medplug" / "pseudonyms.sqlite"

@@ -1,11 +1,9 @@
 """Finding the studies a batch should process, reading headers only.
 
 A study is found once, by its Study Instance UID, and described by a
-*locator*: a small JSON-able dict a worker process can act on without any
-shared state (``{"kind": "files", "files": [...]}`` for a folder source,
-``{"kind": "dicomweb", "url": ..., "study_uid": ...}`` for a PACS). The
-journal stores the locator, so a resumed run needs no rediscovery to know
-where a study lives.
+*locator* (``medplug.batch.locators``): its files for a folder source, the
+server and UID for a PACS. The journal stores the locator, so a resumed run
+needs no rediscovery to know where a study lives.
 """
 
 from __future__ import annotations
@@ -25,6 +23,7 @@ from medplug.batch.dicomweb import (
     SourceUnreachable,
     search_studies,
 )
+from medplug.batch.locators import DicomwebLocator, FilesLocator, StudyLocator
 
 log = logging.getLogger("medplug.batch")
 
@@ -35,7 +34,11 @@ class StudyTask:
 
     study_uid: str
     accession: str | None
-    locator: dict[str, Any]
+    locator: StudyLocator
+
+    def journal_locator(self) -> dict[str, Any]:
+        """What the journal stores: the locator's JSON and the accession (manifest lookup)."""
+        return self.locator.to_json() | {"accession": self.accession}
 
 
 @dataclass
@@ -67,11 +70,15 @@ def discover_folder(
             StudyTask(
                 study_uid=study.study_uid,
                 accession=_accession(paths[0]),
-                locator={"kind": "files", "files": paths},
+                locator=FilesLocator(tuple(paths)),
             )
         )
-    discovery.studies.sort(key=lambda task: task.locator["files"][0])
+    discovery.studies.sort(key=lambda task: _first_file(task.locator))
     return discovery
+
+
+def _first_file(locator: StudyLocator) -> str:
+    return locator.files[0] if isinstance(locator, FilesLocator) else ""
 
 
 def _accession(path: str) -> str | None:
@@ -105,7 +112,7 @@ def discover_dicomweb(
                 StudyTask(
                     study_uid=study_uid,
                     accession=str(study.get("AccessionNumber", "") or "") or None,
-                    locator={"kind": "dicomweb", "url": url, "study_uid": study_uid},
+                    locator=DicomwebLocator(url, study_uid),
                 )
             )
     except PacsError as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from medplug.batch.processing import StudyOutcome, StudyProcessor
 
@@ -29,7 +30,7 @@ class OutputWriter:
     def __init__(
         self,
         processor: StudyProcessor,
-        on_finished: Callable[[int], None] | None = None,
+        on_finished: Callable[[list[dict[str, Any]]], None] | None = None,
         max_waiting: int = 2,
     ) -> None:
         self._processor = processor
@@ -59,8 +60,8 @@ class OutputWriter:
             if self._error is not None:
                 continue  # drain without writing: the batch is stopping
             try:
-                self._processor.finish(outcomes)
+                records = self._processor.finish(outcomes)
                 if self._on_finished is not None:
-                    self._on_finished(len(outcomes))
+                    self._on_finished(records)
             except BaseException as exc:  # reported to the main thread, which stops
                 self._error = exc

@@ -186,14 +186,35 @@ def batch(
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     verbose: bool = typer.Option(False, "--verbose", help="Also log to the console."),
+    engine: str = typer.Option(
+        "local", "--engine", help="local: processes on this machine; ray: a Ray cluster."
+    ),
+    ray_address: str = typer.Option(
+        None,
+        "--ray-address",
+        help="Ray cluster: auto (ray start on this machine) or ray://HOST:10001; "
+        "default: a private Ray on this machine.",
+    ),
+    ray_actors: int = typer.Option(
+        1, "--ray-actors", min=1, help="Ray: inference actors (each loads the plugins once)."
+    ),
+    ray_actor_cpus: float = typer.Option(
+        1.0, "--ray-actor-cpus", min=0.0, help="Ray: CPUs per inference actor."
+    ),
+    ray_gpus: float = typer.Option(
+        0.0, "--ray-gpus", min=0.0, help="Ray: GPUs per inference actor (0: CPU inference)."
+    ),
 ) -> None:
     """Run plugins over every study in a folder or a DICOMweb server; resumable."""
     from medplug.batch.destinations import parse_destination
     from medplug.batch.dicomweb import RetryPolicy
     from medplug.batch.manifest import Manifest
-    from medplug.batch.runner import BatchOptions, run_batch, worker_pool
+    from medplug.batch.ray_options import RayOptions
+    from medplug.batch.runner import BatchOptions, check_engine, run_batch, worker_pool
     from medplug.batch.studies import discover_dicomweb, discover_folder
 
+    with medplug_errors_exit():
+        check_engine(engine)  # before any work: ray without Ray says how to install it
     _pause_collector()
     retry = RetryPolicy(
         retries=retries,
@@ -201,7 +222,9 @@ def batch(
         max_wait=retry_max_wait,
         timeout=network_timeout,
     )
-    with medplug_errors_exit(), worker_pool(workers) as pool:
+    # The ray engine decodes on the cluster: no process pool here (discovery scans itself).
+    local_workers = workers if engine == "local" else 0
+    with medplug_errors_exit(), worker_pool(local_workers) as pool:
         is_web = source.startswith(("http://", "https://"))
         if not is_web and not Path(source).is_dir():
             raise MedplugError(f"source {source!r} is neither a folder nor an http(s) URL")
@@ -239,6 +262,13 @@ def batch(
             progress=progress,
             retry=retry,
             search_retries=discovery.retries,
+            engine=engine,
+            ray=RayOptions(
+                address=ray_address,
+                actors=ray_actors,
+                actor_cpus=ray_actor_cpus,
+                actor_gpus=ray_gpus,
+            ),
         )
         summary = run_batch(discovery, plugins, options, destination, pool=pool)
     counts = summary.counts
