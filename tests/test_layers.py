@@ -39,9 +39,9 @@ LAYERS: list[set[str]] = [
         "fhir",
         "sampledata",
     },
-    # the ways to run plugins, and the DICOM objects they write (batch and dicom_out use
-    # each other: one layer)
-    {"batch", "serve", "napari_plugin", "dicom_out"},
+    # the ways to run plugins, the DICOM objects they write (batch and dicom_out use
+    # each other: one layer), and the PACS and viewer they talk to (Orthanc, OHIF)
+    {"batch", "serve", "napari_plugin", "dicom_out", "orthanc", "ohif"},
     {"cli"},
 ]
 # What a plugin package may import from medplug (docs/DEVELOPING.md, "What a plugin may import").
@@ -52,6 +52,7 @@ PLUGIN_MAY_IMPORT = {
     "ingest",
     "registry",
     "model_folder",
+    "model_signing",
     "calibration",
     "evaluation",
     "progress",
