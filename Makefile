@@ -15,7 +15,7 @@ DEMO_CASES ?= 48
 MODELS := sample_data/models
 export MEDPLUG_MODELS := $(abspath $(MODELS))
 
-.PHONY: venv system-packages demo viewer ohif test lint fuzz sample-data demo-models bench bench-ingest bench-image bench-text bench-fusion bench-batch bench-serve bench-startup bench-scale clean
+.PHONY: venv system-packages demo viewer ohif test lint typecheck fuzz sample-data demo-models bench bench-ingest bench-image bench-text bench-fusion bench-batch bench-serve bench-startup bench-scale clean
 
 venv: $(VENV)/.installed
 
@@ -35,14 +35,14 @@ sample-data: venv
 LESION_SEG := examples/medplug-lesion-seg
 
 demo-models: sample-data
-	$(PY) -m medplug.demo train --cohort $(SAMPLE) --models $(MODELS)
+	$(PY) -m medplug.cli.demo train --cohort $(SAMPLE) --models $(MODELS)
 	$(PY) -c "import medplug_lesion_seg" 2>/dev/null || \
 		$(PY) -m pip install --quiet --no-deps --no-build-isolation -e $(LESION_SEG)
 	test -f $(MODELS)/lesion-seg/medplug.json || \
 		$(MEDPLUG) train lesion-seg --cohort $(SAMPLE) --out $(MODELS)/lesion-seg
 
 demo: demo-models
-	$(PY) -m medplug.demo run --cohort $(HOLDOUT) --models $(MODELS)
+	$(PY) -m medplug.cli.demo run --cohort $(HOLDOUT) --models $(MODELS)
 
 # OHIF's published build (npm @ohif/app, pinned and integrity-checked) in .cache/ohif.
 ohif: venv
@@ -59,12 +59,16 @@ viewer: demo-models ohif system-packages
 system-packages:
 	@bash scripts/system-packages.sh
 
-test: venv system-packages
+test: venv system-packages typecheck
 	$(PY) -m medplug.ohif.install --cache .cache/ohif || echo "OHIF not installed: tests/test_viewer_ohif.py will be skipped"
 	$(PY) -m pytest -q -ra
 
-lint: venv
+lint: venv typecheck
 	$(VENV)/bin/ruff check .
+
+# Strict type check of the contract, the registry and ingest (files in pyproject's [tool.mypy]).
+typecheck: venv
+	$(VENV)/bin/mypy
 
 # A few minutes of hypothesis fuzzing of DICOM ingest; findings land in fuzz-findings.json
 # (add each to REGRESSIONS in tests/fuzz/make_corpus.py). FUZZ_SECONDS to change the budget.

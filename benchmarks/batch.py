@@ -102,7 +102,7 @@ def demo_models(names: list[str]) -> Path:
         if not (cohort / "manifest.csv").is_file():
             generate_cohort(cohort, n_cases=24, seed=0)
         print("training demo models (once) ...", flush=True)
-        subprocess.run([sys.executable, "-m", "medplug.demo", "train", "--cohort", str(cohort),
+        subprocess.run([sys.executable, "-m", "medplug.cli.demo", "train", "--cohort", str(cohort),
                         "--models", str(models)], check=True)  # fmt: skip
     return models
 

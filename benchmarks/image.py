@@ -28,9 +28,9 @@ from medplug.contract import Case
 from medplug.evaluation import binary_metrics, expected_calibration_error
 from medplug_image.config import ImageModelConfig
 from medplug_image.datasets import read_npz
+from medplug_image.fit import fit_model_folder
+from medplug_image.loop import predict_logits, to_tensors
 from medplug_image.plugin import ImageClassifierPlugin
-from medplug_image.trainer import fit_model_folder
-from medplug_image.training import predict_logits, to_tensors
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "plugins" / "medplug_image" / "configs"

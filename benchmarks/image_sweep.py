@@ -24,7 +24,7 @@ import numpy as np
 
 from medplug_image.config import ImageModelConfig
 from medplug_image.datasets import read_npz
-from medplug_image.training import predict_logits, roc_auc, to_tensors, train_model
+from medplug_image.loop import predict_logits, roc_auc, to_tensors, train_model
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "plugins" / "medplug_image" / "configs"

@@ -36,8 +36,8 @@ sys.path.insert(0, str(REPO / "plugins"))  # runnable without an editable instal
 from medplug.contract import Case  # noqa: E402
 from medplug.evaluation import binary_metrics  # noqa: E402
 from medplug_text.config import preset  # noqa: E402
+from medplug_text.fit import train_report_model  # noqa: E402
 from medplug_text.plugin import ReportClassifierPlugin  # noqa: E402
-from medplug_text.training import train_report_model  # noqa: E402
 
 WORK = REPO / "benchmarks" / "work" / "text"
 RESULTS = REPO / "benchmarks" / "results" / "text.md"

@@ -282,7 +282,8 @@ class Prediction:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict; arrays become ``{"dtype", "shape", "base64"}``."""
-        return _encode(asdict(self))
+        encoded: dict[str, Any] = _encode(asdict(self))
+        return encoded
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Prediction:

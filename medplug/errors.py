@@ -7,6 +7,7 @@ the problem, and never include patient data (names, report text, dates).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -41,7 +42,9 @@ class DicomError(MedplugError):
         where = f"{self.path}: " if self.path is not None else ""
         super().__init__(f"{where}{category}: {detail}")
 
-    def __reduce__(self) -> tuple:
+    def __reduce__(
+        self,
+    ) -> tuple[Callable[..., DicomError], tuple[type[DicomError], Path | None, str, str]]:
         # Subclasses take fewer arguments; rebuild from the fields so the error
         # crosses process boundaries (batch workers) intact.
         return (_rebuild_dicom_error, (type(self), self.path, self.category, self.detail))

@@ -211,7 +211,11 @@ def load_plugin(name: str, model_dir: str | Path | None = None) -> Plugin:
 
 
 def model_identity(model_dir: str | Path) -> str | None:
-    """sha256 of the folder's ``medplug.json`` (which holds its weights' hashes), if any."""
+    """The model's identity: sha256 of the folder's ``medplug.json``, ``None`` without one.
+
+    ``medplug.json`` holds the settings and every weight file's hash, and loading
+    verifies them, so equal identities compute equal outputs (docs/DEVELOPING.md).
+    """
     from medplug.model_folder import CONFIG_NAME, sha256_file  # torch: only once loading
 
     description = Path(model_dir) / CONFIG_NAME

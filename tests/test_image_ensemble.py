@@ -18,9 +18,9 @@ from medplug.contract import Case, ImageVolume
 from medplug.errors import DataError, ModelFileError
 from medplug_image.config import ImageModelConfig
 from medplug_image.ensemble import SeedEnsemble
+from medplug_image.fit import fit_model_folder
+from medplug_image.loop import Mixup
 from medplug_image.plugin import ImageClassifierPlugin
-from medplug_image.trainer import fit_model_folder
-from medplug_image.training import Mixup
 
 
 def spot_config(**overrides) -> ImageModelConfig:
@@ -108,7 +108,7 @@ def test_ensemble_size_below_one_is_refused() -> None:
 
 def test_weight_average_is_what_training_keeps_and_validates(spots_npz: Path) -> None:
     from medplug_image.datasets import read_npz
-    from medplug_image.training import predict_logits, to_tensors, train_model
+    from medplug_image.loop import predict_logits, to_tensors, train_model
 
     config = spot_config(epochs=2, patience=2, weight_ema=0.9)
     train, val = (to_tensors(read_npz(spots_npz, s, config), config) for s in ("train", "val"))

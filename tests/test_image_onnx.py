@@ -22,6 +22,7 @@ from medplug.model_signing import generate_key_pair, sign_folder
 from medplug_image import PLUGIN_NAME, PLUGIN_VERSION
 from medplug_image.calibrate import Calibration
 from medplug_image.config import ImageModelConfig
+from medplug_image.fit import save_image_model
 from medplug_image.networks import build_network
 from medplug_image.onnx_backend import (
     BACKEND_ENV,
@@ -31,7 +32,6 @@ from medplug_image.onnx_backend import (
     check_equivalence,
 )
 from medplug_image.plugin import ImageClassifierPlugin
-from medplug_image.trainer import save_image_model
 
 pytest.importorskip("onnxruntime")  # in the [test] extra; the no-ORT path is tested below
 

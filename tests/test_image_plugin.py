@@ -24,8 +24,8 @@ from medplug.registry import load_plugin
 from medplug_image.calibrate import fit_calibration
 from medplug_image.config import resolve_config
 from medplug_image.datasets import read_manifest
+from medplug_image.fit import fit_model_folder
 from medplug_image.plugin import ImageClassifierPlugin
-from medplug_image.trainer import fit_model_folder
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ from medplug.batch.spooled_arrays import discard_spooled, spool_images
 from medplug.batch.storage import storage_problem
 from medplug.contract import Case, ClinicalValue
 from medplug.dicom_out.evidence import StudyEvidence, study_evidence
+from medplug.error_categories import EMPTY_STUDY, FETCH_FAILED
 from medplug.errors import DicomError, MedplugError
 
 
@@ -98,7 +99,7 @@ def load_study(job: LoadJob) -> LoadedStudy:
         else:
             files = list(locator.files)
         if not files:
-            raise DicomError(None, "empty-study", "the study has no instances")
+            raise DicomError(None, EMPTY_STUDY, "the study has no instances")
         loaded.case, loaded.evidence = decode_case(files, job)
         if job.array_dir:
             loaded.spooled = spool_images(loaded.case, job.array_dir, job.case_id)
@@ -128,7 +129,7 @@ def fetch_dicomweb(job: LoadJob, count: RetryCount | None = None) -> Path:
         shutil.rmtree(target, ignore_errors=True)
         if storage_problem(exc, writing=False) is not None:
             raise
-        raise DicomError(None, "fetch-failed", str(exc)) from exc
+        raise DicomError(None, FETCH_FAILED, str(exc)) from exc
     return target
 
 

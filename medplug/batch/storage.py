@@ -14,10 +14,9 @@ import errno
 import sqlite3
 from pathlib import Path
 
+from medplug.error_categories import DISK_FULL, NOT_WRITABLE
 from medplug.errors import MedplugError
 
-DISK_FULL = "disk-full"
-NOT_WRITABLE = "not-writable"
 STORAGE_REASONS = (DISK_FULL, NOT_WRITABLE)
 
 _FULL_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}

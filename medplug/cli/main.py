@@ -49,7 +49,8 @@ def main(
 
 COMMAND_MODULES = (
     "medplug.cli.plugin_commands",  # plugins, evaluate
-    "medplug.cli.ingest_commands",  # inspect, predict
+    "medplug.cli.inspect_commands",  # inspect
+    "medplug.cli.predict_commands",  # predict
     "medplug.cli.sample_commands",  # sample-data
     "medplug.cli.batch_commands",  # batch, listen
     "medplug.cli.serve_commands",  # serve

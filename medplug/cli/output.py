@@ -1,4 +1,4 @@
-"""Shared console, error handling and table printing for the CLI.
+"""Table printing for the CLI, and the shared console (from ``medplug.console``).
 
 Tables stay readable wherever they go: on a terminal cells fold instead of
 being cut with an ellipsis, and a table too wide for the terminal is printed
@@ -13,33 +13,33 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
-from medplug.errors import MedplugError
+from medplug.console import console, error_console, medplug_errors_exit
 
 TABLES_ENV = "MEDPLUG_TABLES"
-console = Console()
-error_console = Console(stderr=True)
-
-
-@contextmanager
-def medplug_errors_exit() -> Iterator[None]:
-    """Turn a ``MedplugError`` into ``error: ...`` on stderr and exit code 2."""
-    try:
-        yield
-    except MedplugError as exc:
-        # soft_wrap: one line however narrow the terminal (or 80 columns when piped to a log)
-        error_console.print(
-            f"[bold red]error:[/] {escape(str(exc))}",  # the message's own [..] stays text
-            highlight=False,
-            markup=True,
-            soft_wrap=True,
-        )
-        raise typer.Exit(code=2) from None
+__all__ = [
+    "TABLES_ENV",
+    "cell_text",
+    "console",
+    "error_console",
+    "format_spacing",
+    "medplug_errors_exit",
+    "plain_table",
+    "print_table",
+    "stderr_progress",
+    "table_rows",
+]
 
 
 def print_table(table: Table, target: Console | None = None) -> None:
@@ -110,3 +110,25 @@ def _as_records(table: Table) -> Table:
             grid.add_row(header, cell or "-")
         records.add_row(grid)
     return records
+
+
+@contextmanager
+def stderr_progress(show: bool) -> Iterator[Progress]:
+    """A progress bar on stderr (stdout stays clean for --json), only for long jobs."""
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=error_console,
+        transient=True,
+        disable=not show,
+    )
+    with progress:
+        yield progress
+
+
+def format_spacing(spacing: tuple[float, ...] | None) -> str:
+    """Voxel spacing as ``0.7 x 0.7 x 2.5`` (``-`` when unknown)."""
+    return " x ".join(f"{value:.3g}" for value in spacing) if spacing else "-"

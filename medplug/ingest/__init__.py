@@ -20,6 +20,7 @@ from medplug.ingest.nifti import load_nifti, save_nifti
 from medplug.ingest.scan import ScanResult, SeriesInfo, SkippedFile, StudyInfo, scan_folder
 from medplug.ingest.selection import (
     DEFAULT_RULES,
+    RulesSource,
     SelectionRule,
     SelectionRuleError,
     SeriesSelection,
@@ -48,6 +49,7 @@ __all__ = [
     "MedplugDicomReader",
     "ScanResult",
     "SelectionRule",
+    "RulesSource",
     "SelectionRuleError",
     "SeriesInfo",
     "SeriesSelection",

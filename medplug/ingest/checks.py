@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from medplug.ingest._tag_walker import NATIVE_LITTLE_ENDIAN
 from medplug.ingest.errors import DicomError, ingest_error
-from medplug.ingest.header import NATIVE_LITTLE_ENDIAN, InstanceHeader
+from medplug.ingest.header import InstanceHeader
 
 # Largest output volume ingest builds (bytes of the float array); override per deployment.
 MAX_VOLUME_ENV = "MEDPLUG_MAX_VOLUME_BYTES"
@@ -171,7 +172,9 @@ def check_series_size(instances: Sequence[InstanceHeader]) -> None:
 
 
 def _all_zero(values: Sequence[float] | None) -> bool:
-    return bool(values) and all(v == 0 for v in values)  # type: ignore[union-attr]
+    if not values:
+        return False
+    return all(v == 0 for v in values)
 
 
 def _finite(values: Sequence[float]) -> bool:

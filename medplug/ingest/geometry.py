@@ -84,9 +84,9 @@ def stack_geometry(
             f"{len(distinct)} different ImageOrientationPatient values in one series",
         )
     if not np.allclose(pixel_spacings, pixel_spacings[0], rtol=1e-3, atol=1e-4):
-        distinct = sorted({tuple(round(float(v), 4) for v in s) for s in pixel_spacings.tolist()})
+        seen = sorted({tuple(round(float(v), 4) for v in s) for s in pixel_spacings.tolist()})
         raise geometry_error(
-            where, "mixed_pixel_spacing", f"images have different PixelSpacing {distinct}"
+            where, "mixed_pixel_spacing", f"images have different PixelSpacing {seen}"
         )
     affine = in_plane_affine(tuple(orientations[0]), tuple(pixel_spacings[0]), None)
     normal = affine[:3, 2].copy()

@@ -6,7 +6,6 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from medplug.contract import Case, ClinicalValue, ImageVolume
 from medplug.errors import InputError
@@ -21,7 +20,7 @@ from medplug.ingest.errors import (
 from medplug.ingest.guard import quiet_warnings
 from medplug.ingest.nifti import is_nifti, load_nifti
 from medplug.ingest.scan import ScanResult, scan_folder
-from medplug.ingest.selection import SeriesSelection, select_series
+from medplug.ingest.selection import RulesSource, SeriesSelection, select_series
 from medplug.ingest.series import load_series
 
 # Series tried before giving up when the best-ranked ones fail to load.
@@ -37,7 +36,11 @@ class LoadAttempt:
 
 
 def load_selected(
-    scan: ScanResult, rules: Any = None, *, allow_tilt: bool = False, c_order: bool = False
+    scan: ScanResult,
+    rules: RulesSource = None,
+    *,
+    allow_tilt: bool = False,
+    c_order: bool = False,
 ) -> tuple[ImageVolume | None, list[LoadAttempt]]:
     """Load the best-ranked series that loads; every attempt is returned with its error.
 
@@ -64,10 +67,12 @@ def load_selected(
                 if a.error is not None
             ],
         }
-        for failed in attempts[:-1]:
+        for failed in attempts[:-1]:  # every attempt before the one that loaded failed
+            if failed.error is None:
+                continue
             volume.meta["warnings"].append(
                 f"series {failed.selection.series.number} ({failed.selection.series.short_uid}) "
-                f"ranked higher but failed to load: {failed.error.category}"  # type: ignore[union-attr]
+                f"ranked higher but failed to load: {failed.error.category}"
             )
         return volume, attempts
     return None, attempts
@@ -75,7 +80,7 @@ def load_selected(
 
 def load_image(
     path: str | Path,
-    rules: Any = None,
+    rules: RulesSource = None,
     *,
     allow_tilt: bool = False,
     scan: ScanResult | None = None,
@@ -154,7 +159,7 @@ def load_case(
     case_id: str | None = None,
     report: str | Path | None = None,
     clinical: Mapping[str, ClinicalValue] | str | Path | None = None,
-    rules: Any = None,
+    rules: RulesSource = None,
 ) -> Case:
     """A ``Case`` from an image path (DICOM folder/file or NIfTI), a report and clinical fields.
 

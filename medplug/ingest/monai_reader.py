@@ -10,19 +10,26 @@ slices by position, not InstanceNumber, and reports broken series with a
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from monai.data.image_reader import ImageReader, _copy_compatible_dict, _stack_images
-from monai.utils import MetaKeys, SpaceKeys
+from monai.utils.enums import MetaKeys, SpaceKeys
 
 from medplug.contract import ImageVolume
 from medplug.ingest.loading import load_image
 from medplug.ingest.nifti import is_nifti
+from medplug.ingest.selection import RulesSource
 
-PathLike = str | Path
+# What MONAI's ``ImageReader`` accepts: one path or several.
+Paths = Sequence[str | os.PathLike[str]] | str | os.PathLike[str]
+
+
+def _names(data: Paths) -> list[str | os.PathLike[str]]:
+    return [data] if isinstance(data, str | os.PathLike) else list(data)
 
 
 class MedplugDicomReader(ImageReader):
@@ -35,17 +42,16 @@ class MedplugDicomReader(ImageReader):
     """
 
     def __init__(
-        self, rules: Any = None, allow_tilt: bool = False, channel_dim: int | None = None
+        self, rules: RulesSource = None, allow_tilt: bool = False, channel_dim: int | None = None
     ) -> None:
         super().__init__()
         self.rules = rules
         self.allow_tilt = allow_tilt
         self.channel_dim = channel_dim
 
-    def verify_suffix(self, filename: Sequence[PathLike] | PathLike) -> bool:
+    def verify_suffix(self, filename: Paths) -> bool:
         """Folders, ``.dcm`` files, extension-less files (typical DICOM) and NIfTI."""
-        names = [filename] if isinstance(filename, str | Path) else list(filename)
-        for name in names:
+        for name in _names(filename):
             path = Path(name)
             if path.is_dir() or is_nifti(path):
                 continue
@@ -54,24 +60,24 @@ class MedplugDicomReader(ImageReader):
             return False
         return True
 
-    def read(
-        self, data: Sequence[PathLike] | PathLike, **kwargs: Any
-    ) -> list[ImageVolume] | ImageVolume:
+    def read(self, data: Paths, **kwargs: Any) -> list[ImageVolume] | ImageVolume:
         """One ``ImageVolume`` per path (several paths become channels in ``get_data``)."""
-        names = [data] if isinstance(data, str | Path) else list(data)
         volumes = [
             load_image(
-                name, kwargs.get("rules", self.rules), allow_tilt=self.allow_tilt, c_order=True
+                os.fspath(name),
+                kwargs.get("rules", self.rules),
+                allow_tilt=self.allow_tilt,
+                c_order=True,
             )
-            for name in names
+            for name in _names(data)
         ]
         return volumes if len(volumes) > 1 else volumes[0]
 
-    def get_data(self, img: list[ImageVolume] | ImageVolume) -> tuple[np.ndarray, dict]:
+    def get_data(self, img: list[ImageVolume] | ImageVolume) -> tuple[np.ndarray, dict[str, Any]]:
         """Array and MONAI meta dict (``affine``, ``original_affine``, ``spatial_shape``, ...)."""
         volumes = img if isinstance(img, list) else [img]
         arrays = []
-        compatible: dict = {}
+        compatible: dict[str, Any] = {}
         for volume in volumes:
             array = volume.array
             channel = volume.meta.get("original_channel_dim")

@@ -8,6 +8,7 @@ written from a DICOM-derived volume reads back with the identical affine.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, cast
 
 import nibabel as nib
 import numpy as np
@@ -27,7 +28,8 @@ def load_nifti(path: str | Path) -> ImageVolume:
     """A NIfTI file as float32 with its scaling (scl_slope/inter) applied."""
     path = Path(path)
     try:
-        image = nib.load(str(path))
+        # .nii / .nii.gz: nibabel returns a Nifti1Image (or its subclass Nifti2Image)
+        image = cast(nib.Nifti1Image, nib.load(str(path)))
         _check_nifti_size(path, image)
         array = np.asarray(image.get_fdata(dtype=np.float32))
         affine = np.asarray(image.affine, dtype=np.float64)
@@ -48,7 +50,7 @@ def load_nifti(path: str | Path) -> ImageVolume:
     ):
         raise DicomError(path, "bad_geometry", "NIfTI affine is not finite or is degenerate")
     header = image.header
-    meta = {
+    meta: dict[str, Any] = {
         "format": "nifti",
         "qform_code": int(header["qform_code"]) if "qform_code" in header else None,
         "sform_code": int(header["sform_code"]) if "sform_code" in header else None,
@@ -78,7 +80,7 @@ def _check_nifti_size(path: Path, image: nib.Nifti1Image) -> None:
 
 def _description(header: nib.Nifti1Header) -> str:
     try:
-        return header["descrip"].tobytes().decode("latin-1").strip("\x00 ")
+        return str(header["descrip"].tobytes().decode("latin-1").strip("\x00 "))
     except (KeyError, ValueError, AttributeError):
         return ""
 

@@ -71,9 +71,12 @@ def _clear_unused_bits(raw: np.ndarray, header: InstanceHeader) -> np.ndarray:
     unused = header.bits_allocated - bits_stored
     if unused <= 0:
         return raw
+    cleared: np.ndarray
     if header.pixel_representation:  # sign-extend from BitsStored
-        return (raw << unused) >> unused
-    return raw & np.array((1 << bits_stored) - 1, dtype=raw.dtype)
+        cleared = (raw << unused) >> unused
+    else:
+        cleared = raw & np.array((1 << bits_stored) - 1, dtype=raw.dtype)
+    return cleared
 
 
 def read_dataset(header: InstanceHeader) -> pydicom.Dataset:
@@ -100,7 +103,7 @@ def read_dataset(header: InstanceHeader) -> pydicom.Dataset:
     with guarded(header.path, "unreadable", "reading the transfer syntax"):
         if not getattr(ds.file_meta, "TransferSyntaxUID", None):
             # Files without File Meta: the decoder needs the syntax the reader detected.
-            ds.file_meta.TransferSyntaxUID = transfer_syntax_from_encoding(ds)
+            ds.file_meta.TransferSyntaxUID = UID(transfer_syntax_from_encoding(ds))
         element = ds.get_item(0x7FE00010, keep_deferred=True) if 0x7FE00010 in ds else None
         # A raw (not yet converted) element knows its declared length; a converted one
         # holds its value already. Deflated files are larger than their on-disk size.
@@ -204,13 +207,13 @@ def decode_frames(header: InstanceHeader, ds: pydicom.Dataset) -> np.ndarray:
     with guarded(path, "bad_lookup_table", "applying the lookup table"):
         if "ModalityLUTSequence" in ds and int(ds.get("SamplesPerPixel", 1) or 1) == 1:
             # A lookup table instead of slope/intercept: apply it here, rescale becomes identity.
-            from pydicom.pixels import apply_modality_lut
+            from pydicom.pixels.processing import apply_modality_lut
 
             array = apply_modality_lut(array, ds)
             header.extra["modality_lut"] = True
         colour = int(ds.get("SamplesPerPixel", 1) or 1) > 1
         if str(ds.get("PhotometricInterpretation", "")) == "PALETTE COLOR":
-            from pydicom.pixels import apply_color_lut
+            from pydicom.pixels.processing import apply_color_lut
 
             array = apply_color_lut(array, ds)
             colour = True
@@ -230,6 +233,18 @@ def _says_truncated(exc: BaseException) -> bool:
     """pydicom's wording when the Pixel Data element is shorter than the header promises."""
     text = str(exc).lower()
     return looks_truncated(exc) or "shorter than" in text or "less than expected" in text
+
+
+def rescale(header: InstanceHeader) -> tuple[float, float]:
+    """``(slope, intercept)`` for ``to_float``: identity once a modality LUT was applied.
+
+    The header's RescaleSlope/Intercept (top level or functional groups); a
+    missing or zero slope counts as 1 (``checks.check_rescale`` refuses 0 first).
+    """
+    if header.extra.get("modality_lut"):
+        return 1.0, 0.0
+    slope = header.rescale_slope
+    return (float(slope) if slope not in (None, 0) else 1.0), float(header.rescale_intercept or 0.0)
 
 
 def to_float(

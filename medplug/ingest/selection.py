@@ -21,7 +21,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from medplug.errors import MedplugError
 from medplug.ingest.scan import ScanResult, SeriesInfo
@@ -150,6 +150,18 @@ def _regex_modalities(pattern: str) -> list[str]:
 
 
 # The rules used when none are given: a volumetric CT/MR/PT series first, then any image.
+# What ``load_rules`` (and every ``rules=`` argument) accepts: rules or rule dicts,
+# ``{"rules": [...]}``, MONAI Deploy ``{"selections": [...]}``, JSON text or a JSON
+# file's path; ``None`` means ``DEFAULT_RULES``.
+RulesSource: TypeAlias = (
+    SelectionRule
+    | Sequence[SelectionRule | Mapping[str, Any]]
+    | Mapping[str, Any]
+    | str
+    | Path
+    | None
+)
+
 DEFAULT_RULES: list[SelectionRule] = [
     SelectionRule(
         name="volume",
@@ -182,32 +194,33 @@ class SeriesDecision:
     reasons: list[str]
 
 
-def load_rules(source: Any) -> list[SelectionRule]:
+def load_rules(source: RulesSource) -> list[SelectionRule]:
     """Rules from dicts, ``{"rules": [...]}``, MONAI Deploy ``selections``, JSON text or a file."""
     if source is None:
         return list(DEFAULT_RULES)
     if isinstance(source, SelectionRule):
         return [source]
+    data: Any = source  # narrowed step by step below: path -> text -> JSON -> list
     if isinstance(source, str | Path) and not str(source).lstrip().startswith(("{", "[")):
         try:
-            source = Path(source).read_text()
+            data = Path(source).read_text()
         except OSError as exc:
             raise SelectionRuleError(f"cannot read selection rules from {source}: {exc}") from None
-    if isinstance(source, str):
+    if isinstance(data, str):
         try:
-            source = json.loads(source)
+            data = json.loads(data)
         except json.JSONDecodeError as exc:
             raise SelectionRuleError(f"selection rules are not valid JSON: {exc}") from None
-    if isinstance(source, Mapping):
-        if "selections" in source:
-            source = source["selections"]
-        elif "rules" in source:
-            source = source["rules"]
+    if isinstance(data, Mapping):
+        if "selections" in data:
+            data = data["selections"]
+        elif "rules" in data:
+            data = data["rules"]
         else:
-            source = [source]
-    if not isinstance(source, Sequence):
-        raise SelectionRuleError(f"selection rules must be a list of dicts, got {type(source)}")
-    return [r if isinstance(r, SelectionRule) else SelectionRule.from_dict(r) for r in source]
+            data = [data]
+    if not isinstance(data, Sequence):
+        raise SelectionRuleError(f"selection rules must be a list of dicts, got {type(data)}")
+    return [r if isinstance(r, SelectionRule) else SelectionRule.from_dict(r) for r in data]
 
 
 def _rank_key(series: SeriesInfo) -> tuple[int, int]:
@@ -215,7 +228,7 @@ def _rank_key(series: SeriesInfo) -> tuple[int, int]:
     return (-series.n_slices, series.number if series.number is not None else 1 << 30)
 
 
-def explain_selection(scan: ScanResult, rules: Any = None) -> list[SeriesDecision]:
+def explain_selection(scan: ScanResult, rules: RulesSource = None) -> list[SeriesDecision]:
     """Every series of the scan with the rule that picked it, or every rule's reasons."""
     rule_list = load_rules(rules)
     chosen = {id(s.series): s for s in select_series(scan, rule_list)}
@@ -236,7 +249,7 @@ def explain_selection(scan: ScanResult, rules: Any = None) -> list[SeriesDecisio
     return decisions
 
 
-def select_series(scan: ScanResult, rules: Any = None) -> list[SeriesSelection]:
+def select_series(scan: ScanResult, rules: RulesSource = None) -> list[SeriesSelection]:
     """Series matching the rules, best first: by rule order, then most slices.
 
     ``rules``: ``None`` (``DEFAULT_RULES``), ``SelectionRule`` objects, dicts,

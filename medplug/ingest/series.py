@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from medplug.ingest.checks import (
     positive_or_none,
 )
 from medplug.ingest.errors import UnsupportedPixelFormatError, geometry_error, ingest_error
+from medplug.ingest.functional_groups import frame_values
 from medplug.ingest.geometry import LPS_TO_RAS, in_plane_affine, stack_geometry
 from medplug.ingest.guard import guarded, quiet_warnings
 from medplug.ingest.header import InstanceHeader
@@ -42,6 +44,7 @@ from medplug.ingest.pixels import (
     decode_frames,
     read_dataset,
     read_fast,
+    rescale,
     stored_range,
     to_float,
 )
@@ -154,8 +157,9 @@ def _load_stack(
         warnings.append("no PixelSpacing: in-plane spacing assumed 1 mm")
     geometry = stack_geometry(
         where,
-        np.asarray([i.image_position[:3] for i in instances], float),  # type: ignore[index]
-        np.asarray([i.image_orientation[:6] for i in instances], float),  # type: ignore[index]
+        # Every instance has both (checked above); "or ()" only tells the type checker.
+        np.asarray([(i.image_position or ())[:3] for i in instances], float),
+        np.asarray([(i.image_orientation or ())[:6] for i in instances], float),
         np.asarray(spacings, float),
         np.asarray([(i.rows, i.columns) for i in instances]),
         allow_tilt=allow_tilt,
@@ -179,8 +183,7 @@ def _load_stack(
         to_float(
             stored,
             out,
-            _slope(instance),
-            _intercept(instance),
+            *rescale(instance),
             instance.photometric == "MONOCHROME1",
             stored_range(instance),
         )
@@ -256,18 +259,6 @@ def _run_parallel(
             job(item)
 
 
-def _slope(instance: InstanceHeader) -> float:
-    if instance.extra.get("modality_lut"):
-        return 1.0
-    return float(instance.rescale_slope) if instance.rescale_slope not in (None, 0) else 1.0
-
-
-def _intercept(instance: InstanceHeader) -> float:
-    if instance.extra.get("modality_lut"):
-        return 0.0
-    return float(instance.rescale_intercept or 0.0)
-
-
 # --------------------------------------------------------------------------- single images
 
 
@@ -281,8 +272,7 @@ def _load_single_image(series: SeriesInfo, instance: InstanceHeader) -> ImageVol
     to_float(
         stored,
         image,
-        _slope(instance),
-        _intercept(instance),
+        *rescale(instance),
         instance.photometric == "MONOCHROME1",
         stored_range(instance),
     )
@@ -320,10 +310,10 @@ def _load_multiframe(series: SeriesInfo, allow_tilt: bool) -> ImageVolume:
                 frame_geometry = _frame_geometry(ds, index, instance)
             _check_frame(instance.path, frame_geometry)
             frames.append(decoded[index])
-            positions.append(frame_geometry["position"])
-            orientations.append(frame_geometry["orientation"])
-            spacings.append(frame_geometry["spacing"])
-            rescales.append(frame_geometry["rescale"])
+            positions.append(frame_geometry.position)
+            orientations.append(frame_geometry.orientation)
+            spacings.append(frame_geometry.spacing)
+            rescales.append(frame_geometry.rescale)
     colour = frames[0].ndim == 3
     shapes = {frame.shape for frame in frames}
     if len(shapes) > 1:
@@ -372,87 +362,59 @@ def _load_multiframe(series: SeriesInfo, allow_tilt: bool) -> ImageVolume:
     return _volume(series, array, affine, series.instances, meta)
 
 
-def _frame_geometry(ds: Any, index: int, instance: InstanceHeader) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Frame:
+    """One frame's geometry and rescale, after the fallbacks to the top-level header."""
+
+    position: tuple[float, ...] | None
+    orientation: tuple[float, ...] | None
+    spacing: tuple[float, ...] | None
+    rescale: tuple[float, float]
+
+
+def _frame_geometry(ds: Any, index: int, instance: InstanceHeader) -> _Frame:
     """Position, orientation, spacing and rescale of one frame (functional groups first)."""
-    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
-    shared = ds.get("SharedFunctionalGroupsSequence")
-    groups = [
-        g
-        for g in (
-            (per_frame[index] if per_frame and index < len(per_frame) else None),
-            (shared[0] if shared else None),
-        )
-        if g is not None
-    ]
-    found: dict[str, Any] = {
-        "position": None,
-        "orientation": None,
-        "spacing": None,
-        "rescale": None,
-    }
-    for group in groups:
-        position = _item(group, "PlanePositionSequence")
-        if (
-            found["position"] is None
-            and position is not None
-            and "ImagePositionPatient" in position
-        ):
-            found["position"] = tuple(float(v) for v in position.ImagePositionPatient)
-        orientation = _item(group, "PlaneOrientationSequence")
-        if (
-            found["orientation"] is None
-            and orientation is not None
-            and ("ImageOrientationPatient" in orientation)
-        ):
-            found["orientation"] = tuple(float(v) for v in orientation.ImageOrientationPatient)
-        measures = _item(group, "PixelMeasuresSequence")
-        if found["spacing"] is None and measures is not None and "PixelSpacing" in measures:
-            found["spacing"] = tuple(float(v) for v in measures.PixelSpacing)
-        transform = _item(group, "PixelValueTransformationSequence")
-        if (
-            found["rescale"] is None
-            and transform is not None
-            and (transform.get("RescaleSlope") not in (None, ""))
-        ):
-            found["rescale"] = (
-                float(transform.RescaleSlope),
-                float(transform.get("RescaleIntercept") or 0.0),
-            )
+    found, per_frame = frame_values(ds, index)
+    position, orientation = found.position, found.orientation
     if not per_frame:
-        # Legacy multi-frame: one position for the first frame, frames along the normal.
-        if (
-            instance.image_orientation
-            and instance.image_position
-            and (instance.spacing_between_slices)
-        ):
-            normal = np.cross(instance.image_orientation[:3], instance.image_orientation[3:6])
-            start = np.asarray(instance.image_position[:3], float)
-            found["position"] = tuple(start + index * instance.spacing_between_slices * normal)
-            found["orientation"] = tuple(instance.image_orientation[:6])
-        found["orientation"] = found["orientation"] or (
-            tuple(instance.image_orientation[:6]) if instance.image_orientation else None
-        )
-    found["spacing"] = found["spacing"] or instance.pixel_spacing or instance.imager_pixel_spacing
-    found["rescale"] = found["rescale"] or (_slope(instance), _intercept(instance))
-    if found["position"] is None and not per_frame and instance.image_position and index == 0:
-        found["position"] = tuple(instance.image_position[:3])
-    return found
+        position, orientation = _legacy_plane(instance, index, position, orientation)
+    return _Frame(
+        position=position,
+        orientation=orientation,
+        spacing=found.spacing or instance.pixel_spacing or instance.imager_pixel_spacing,
+        rescale=found.rescale or rescale(instance),
+    )
 
 
-def _check_frame(path: Path, found: dict[str, Any]) -> None:
+def _legacy_plane(
+    instance: InstanceHeader,
+    index: int,
+    position: tuple[float, ...] | None,
+    orientation: tuple[float, ...] | None,
+) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    """Legacy multi-frame: one position for the first frame, frames along the normal."""
+    if instance.image_orientation and instance.image_position and instance.spacing_between_slices:
+        normal = np.cross(instance.image_orientation[:3], instance.image_orientation[3:6])
+        start = np.asarray(instance.image_position[:3], float)
+        position = tuple(start + index * instance.spacing_between_slices * normal)
+        orientation = tuple(instance.image_orientation[:6])
+    orientation = orientation or (
+        tuple(instance.image_orientation[:6]) if instance.image_orientation else None
+    )
+    if position is None and instance.image_position and index == 0:
+        position = tuple(instance.image_position[:3])
+    return position, orientation
+
+
+def _check_frame(path: Path, found: _Frame) -> None:
     """Per-frame values pass the same checks as a header's."""
-    if found["position"] is not None:
-        check_position(path, found["position"])
-    if found["orientation"] is not None:
-        check_orientation(path, found["orientation"])
-    if found["spacing"] is not None:
-        check_spacing(path, found["spacing"])
-    check_rescale(path, *found["rescale"])
-
-
-def _item(ds: Any, keyword: str) -> Any:
-    sequence = ds.get(keyword)
-    return sequence[0] if sequence else None
+    if found.position is not None:
+        check_position(path, found.position)
+    if found.orientation is not None:
+        check_orientation(path, found.orientation)
+    if found.spacing is not None:
+        check_spacing(path, found.spacing)
+    check_rescale(path, *found.rescale)
 
 
 # --------------------------------------------------------------------------- metadata
@@ -465,8 +427,9 @@ def _series_meta(
     first = instances[0]
     if any(i.extra.get("zero_spacing") for i in instances):
         warnings = [*warnings, "PixelSpacing 0\\0 (vendor's 'unknown') ignored"]
-    slopes = {_slope(i) for i in instances}
-    intercepts = {_intercept(i) for i in instances}
+    rescales = [rescale(i) for i in instances]
+    slopes = {slope for slope, _ in rescales}
+    intercepts = {intercept for _, intercept in rescales}
     return {
         "series_description": series.description,
         "series_number": series.number,

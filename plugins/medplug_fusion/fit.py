@@ -13,8 +13,8 @@ from medplug_fusion.clinical import ClinicalPreprocessor, infer_field_kinds
 from medplug_fusion.config import FusionConfig
 from medplug_fusion.embeddings import EmbeddingSource
 from medplug_fusion.features import CaseFeaturizer
+from medplug_fusion.loop import fit_model
 from medplug_fusion.plugin import FusionPlugin
-from medplug_fusion.training import fit_model
 
 
 def build_sources(config: FusionConfig) -> dict[str, EmbeddingSource]:

@@ -32,8 +32,8 @@ def train_command(
     report_model: Path = typer.Option(None, "--report-model", help="Its model folder."),
 ) -> None:
     """Train a fusion model (classification or Cox survival) on image + report + clinical."""
-    from medplug.cli.output import console, medplug_errors_exit
-    from medplug.cli.training_progress import training_progress
+    from medplug.console import console, medplug_errors_exit
+    from medplug.training_progress import training_progress
     from medplug_fusion.config import FusionConfig
     from medplug_fusion.fit import fit_fusion
     from medplug_fusion.manifest import read_manifest

@@ -210,7 +210,7 @@ class ImageClassifierPlugin(Plugin):
         """Figures on labelled data (.npz test split, or a manifest's test rows or all rows)."""
         # scikit-learn and the training code: only for evaluation, not for predict.
         from medplug.evaluation import binary_metrics, write_report
-        from medplug_image.training import predict_logits
+        from medplug_image.loop import predict_logits
 
         if self.config.num_classes != 2:
             raise DataError("evaluation figures are defined for binary models only")
@@ -327,6 +327,7 @@ class ImageClassifierPlugin(Plugin):
         assert image is not None
         return {
             "backend": backend,
+            # the weights file's hash (provenance); the model's identity is model_identity
             "model_sha256": self.model_sha256,
             "network": self.config.network,
             "temperature": self.calibration.temperature,

@@ -27,9 +27,9 @@ def train_command(
     """Train a MONAI CNN image classifier, calibrate it on validation data, save a model folder."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from medplug.cli.output import console, medplug_errors_exit
+    from medplug.console import console, medplug_errors_exit
     from medplug_image.config import ImageModelConfig, resolve_config
-    from medplug_image.trainer import fit_model_folder
+    from medplug_image.fit import fit_model_folder
 
     with medplug_errors_exit():
         settings = resolve_config(config) if config else ImageModelConfig()

@@ -12,7 +12,7 @@ COHORT_LABELS = ["no_lesion", "lesion"]  # manifest.csv ``label`` 0 and 1
 def train_demo(cohort: str | Path, models: str | Path, seed: int = 0):
     """Train ``<models>/report-classifier`` from ``<cohort>/manifest.csv`` (demo preset).
 
-    Returns the ``TrainResult``. Called by ``medplug.demo``; equivalent to
+    Returns the ``TrainResult``. Called by ``medplug.cli.demo``; equivalent to
     ``medplug train text --data <cohort>/manifest.csv --text-col report_text
     --label-col label --label-names no_lesion,lesion --preset demo --out ...``.
     """

@@ -33,7 +33,7 @@ def train_from_csv(
     from medplug.errors import DataError
     from medplug_text.config import preset
     from medplug_text.data import read_labelled_csv, stratified_split
-    from medplug_text.training import train_report_model
+    from medplug_text.fit import train_report_model
 
     reports = read_labelled_csv(data, text_col, label_col)
     values = reports.label_values()
@@ -91,8 +91,8 @@ def train_command(
     ),
 ) -> None:
     """Train the report classifier: compact offline BERT, or fine-tune --backbone."""
-    from medplug.cli.output import console, medplug_errors_exit
-    from medplug.cli.training_progress import training_progress
+    from medplug.console import console, medplug_errors_exit
+    from medplug.training_progress import training_progress
     from medplug_text.inference import WindowSettings
 
     overrides: dict[str, Any] = {

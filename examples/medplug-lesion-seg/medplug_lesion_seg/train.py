@@ -25,8 +25,8 @@ def train_command(
     seed: int = typer.Option(None, "--seed", help="Override the config's seed."),
 ) -> None:
     """Train a small MONAI 3D UNet on a cohort's lesion masks and save a model folder."""
-    from medplug.cli.output import console, medplug_errors_exit
-    from medplug.cli.training_progress import training_progress
+    from medplug.console import console, medplug_errors_exit
+    from medplug.training_progress import training_progress
 
     from medplug_lesion_seg.config import LesionSegConfig
     from medplug_lesion_seg.fit import fit_model_folder

@@ -17,9 +17,9 @@ from medplug_image import PLUGIN_NAME, PLUGIN_VERSION
 from medplug_image.calibrate import fit_calibration
 from medplug_image.config import ImageModelConfig
 from medplug_image.datasets import LabelledImages, is_npz, read_manifest, read_npz, split_train_val
+from medplug_image.loop import TrainResult, to_tensors, train_model
 from medplug_image.onnx_backend import INSTALL_HINT, export_onnx, ort_available
 from medplug_image.plugin import ImageClassifierPlugin
-from medplug_image.training import TrainResult, to_tensors, train_model
 
 
 def load_splits(

@@ -24,9 +24,9 @@ from medplug.errors import DataError, ModelFileError
 from medplug.evaluation import binary_metrics
 from medplug_text.checkpoint import check_folder, load_classifier, load_masked_lm, load_tokenizer
 from medplug_text.config import TrainConfig
-from medplug_text.finetune import fine_tune
 from medplug_text.inference import chunk_reports
 from medplug_text.info import plugin_info
+from medplug_text.loop import fine_tune
 from medplug_text.model_io import save_report_model
 from medplug_text.modeling import compact_config, new_classifier, new_masked_lm
 from medplug_text.pretrain import pretrain_mlm
