@@ -17,10 +17,10 @@ import numpy as np
 from highdicom.sr import CodedConcept
 from pydicom.sr.codedict import codes
 
-import medplug
+from medplug.dicom_out.equipment import derived_object_attributes
 from medplug.dicom_out.evidence import StudyEvidence
 from medplug.dicom_out.grid import check_frames_match, volume_frames
-from medplug.dicom_out.sr import CODING_SCHEME, MANUFACTURER
+from medplug.dicom_out.sr import CODING_SCHEME
 
 PM_SERIES_NUMBER = 9903
 # No standard code says "model relevance"; a private one in medplug's scheme (PS3.16 8.2).
@@ -73,14 +73,7 @@ def build_parametric_map(
     pm = hd.pm.ParametricMap(
         source_images=evidence.source_images(),
         pixel_array=frames,
-        series_instance_uid=series_uid,
-        series_number=PM_SERIES_NUMBER,
-        sop_instance_uid=sop_uid,
-        instance_number=1,
-        manufacturer=MANUFACTURER,
-        manufacturer_model_name=f"{plugin} {plugin_version}"[:64],
-        software_versions=f"medplug {medplug.__version__}"[:64],
-        device_serial_number="0",
+        **derived_object_attributes(plugin, plugin_version, series_uid, PM_SERIES_NUMBER, sop_uid),
         contains_recognizable_visual_features=False,
         real_world_value_mappings=[relevance_mapping()],
         voi_lut_transformations=[hd.VOILUTTransformation(window_center=0.5, window_width=1.0)],

@@ -15,12 +15,11 @@ import numpy as np
 from highdicom.sr import CodedConcept
 from pydicom.sr.codedict import codes
 
-import medplug
 from medplug.contract import CodedConcept as ContractConcept
 from medplug.contract import Segment, Segmentation
+from medplug.dicom_out.equipment import derived_object_attributes
 from medplug.dicom_out.evidence import StudyEvidence
 from medplug.dicom_out.grid import GeometryMismatchError, check_frames_match, volume_frames
-from medplug.dicom_out.sr import MANUFACTURER
 
 SEG_SERIES_NUMBER = 9904
 
@@ -78,14 +77,7 @@ def build_segmentation(
         pixel_array=masks,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
-        series_instance_uid=series_uid,
-        series_number=SEG_SERIES_NUMBER,
-        sop_instance_uid=sop_uid,
-        instance_number=1,
-        manufacturer=MANUFACTURER,
-        manufacturer_model_name=f"{plugin} {plugin_version}"[:64],
-        software_versions=f"medplug {medplug.__version__}"[:64],
-        device_serial_number="0",
+        **derived_object_attributes(plugin, plugin_version, series_uid, SEG_SERIES_NUMBER, sop_uid),
         omit_empty_frames=False,
         content_label="SEGMENTATION",
         content_description=f"{plugin} segmentation"[:64],

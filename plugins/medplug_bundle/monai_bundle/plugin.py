@@ -26,7 +26,6 @@ refuses bundle folders outright.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -50,7 +49,6 @@ from medplug.contract import (
     Segmentation,
 )
 from medplug.errors import InputError, ModelFileError, PluginError
-from medplug.model_signing import TRUSTED_KEYS_ENV
 from medplug.registry import DECLARATION_NAME, read_declaration
 from medplug_bundle.gradcam import grad_cam, last_conv_name
 from medplug_bundle.identity import folder_identity
@@ -58,6 +56,7 @@ from medplug_bundle.monai_bundle import PLUGIN_NAME
 from medplug_bundle.monai_bundle.config import BundleConfig, load_config
 from medplug_bundle.monai_bundle.metadata import METADATA_PATH, BundleMetadata, read_metadata
 from medplug_bundle.monai_bundle.network import load_network
+from medplug_bundle.trust import refuse_if_signatures_required
 
 PRED = "pred"  # the key SupervisedEvaluator stores the network output under
 LESION_WORDS = ("lesion", "tumor", "tumour", "nodule", "mass", "metastas", "cancer")
@@ -108,11 +107,9 @@ class MonaiBundlePlugin(Plugin):
     def from_pretrained(cls, model_dir: str | Path) -> MonaiBundlePlugin:
         """Load a bundle folder; the weights are never unpickled."""
         folder = Path(model_dir)
-        if os.environ.get(TRUSTED_KEYS_ENV, "").strip():
-            raise ModelFileError(
-                f"{folder}: this site only loads signed model folders ({TRUSTED_KEYS_ENV}), and a "
-                "MONAI bundle's config runs code that no medplug signature covers"
-            )
+        refuse_if_signatures_required(
+            folder, "a MONAI bundle's config runs code that no medplug signature covers"
+        )
         metadata = read_metadata(folder)
         config = load_config(folder)
         network, weights = load_network(folder, config.network)

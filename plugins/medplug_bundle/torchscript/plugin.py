@@ -9,7 +9,6 @@ segmentation an argmax label map inverted onto the input grid.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import ClassVar
 
@@ -18,7 +17,6 @@ from monai.transforms import Compose, EnsureChannelFirstd, EnsureTyped, LoadImag
 
 from medplug.contract import PluginInfo
 from medplug.errors import ModelFileError
-from medplug.model_signing import TRUSTED_KEYS_ENV
 from medplug.registry import DECLARATION_NAME, read_declaration
 from medplug_bundle.identity import folder_identity
 from medplug_bundle.monai_bundle.config import BundleConfig
@@ -26,6 +24,7 @@ from medplug_bundle.monai_bundle.metadata import BundleMetadata
 from medplug_bundle.monai_bundle.plugin import MonaiBundlePlugin
 from medplug_bundle.torchscript import DESCRIPTION_NAME, MODEL_NAME, PLUGIN_NAME
 from medplug_bundle.torchscript.description import IMAGE, build_steps, read_description
+from medplug_bundle.trust import refuse_if_signatures_required
 from medplug_bundle.volume_reader import PreloadedVolumeReader
 from medplug_bundle.weights import load_torchscript
 
@@ -42,11 +41,7 @@ class TorchScriptPlugin(MonaiBundlePlugin):
     @classmethod
     def from_pretrained(cls, model_dir: str | Path) -> TorchScriptPlugin:
         folder = Path(model_dir)
-        if os.environ.get(TRUSTED_KEYS_ENV, "").strip():
-            raise ModelFileError(
-                f"{folder}: this site only loads signed model folders ({TRUSTED_KEYS_ENV}); "
-                "TorchScript folders carry no medplug signature"
-            )
+        refuse_if_signatures_required(folder, "TorchScript folders carry no medplug signature")
         path = folder / DESCRIPTION_NAME
         data = read_description(path)
         reader = PreloadedVolumeReader()
