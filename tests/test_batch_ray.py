@@ -110,6 +110,27 @@ def wait_for_done(journal: Path, process: subprocess.Popen, count: int) -> None:
     raise AssertionError(f"never reached {count} done studies (exit {process.poll()})")
 
 
+def inference_actor_processes(driver: subprocess.Popen, seconds: float = 30.0) -> list:
+    """The inference actor's processes, polled while the run goes on.
+
+    Ray retitles an actor's process between calls, so one look can miss it on a
+    quiet machine; look again until it shows or the driver ends.
+    """
+    import psutil
+
+    deadline = time.time() + seconds
+    while time.time() < deadline and driver.poll() is None:
+        found = [
+            process
+            for process in psutil.process_iter(["cmdline"])
+            if "MapBatches(InferenceActor)" in " ".join(process.info["cmdline"] or [])
+        ]
+        if found:
+            return found
+        time.sleep(0.1)
+    return []
+
+
 def assert_every_study_once(cohort: Path, out: Path) -> list[dict]:
     records = read_jsonl(out / "results.jsonl")
     uids = sorted(r["study_uid"] for r in records)
@@ -222,7 +243,6 @@ def test_driver_killed_then_actor_and_node_lost_still_give_every_study_exactly_o
     Every study (some RLE, JPEG-LS, JPEG 2000) is recorded once, and Orthanc holds one
     SR per study.
     """
-    import psutil
 
     out = tmp_path / "out"
     args = ray_args(cluster, orthanc.dicomweb, split_model, out)
@@ -239,11 +259,7 @@ def test_driver_killed_then_actor_and_node_lost_still_give_every_study_exactly_o
     driver = start_driver(args, intensity_site)
     try:
         wait_for_done(journal, driver, before + 1)
-        actors = [
-            p
-            for p in psutil.process_iter(["cmdline"])
-            if "MapBatches(InferenceActor)" in " ".join(p.info["cmdline"] or [])
-        ]
+        actors = inference_actor_processes(driver)
         assert actors, "no inference actor process found"
         for actor in actors:
             actor.kill()
