@@ -15,5 +15,7 @@ def test_unsigned_code_is_refused_under_trusted_keys(
     plugin: str, tmp_path: Path, monkeypatch
 ) -> None:
     monkeypatch.setenv("MEDPLUG_TRUSTED_KEYS", str(tmp_path / "keys"))
-    with pytest.raises(ModelFileError, match=r"MEDPLUG_TRUSTED_KEYS.*(no medplug signature|signature covers)"):
+    with pytest.raises(
+        ModelFileError, match=r"MEDPLUG_TRUSTED_KEYS.*(no medplug signature|signature covers)"
+    ):
         load_plugin(plugin, tmp_path)
