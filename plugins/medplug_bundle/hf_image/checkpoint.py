@@ -8,12 +8,12 @@ that asks for remote code (``auto_map``): nothing outside transformers runs.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from medplug.errors import ModelFileError
 from medplug.model_folder import PICKLE_SUFFIXES
+from medplug_bundle.json_file import read_json_object
 
 CONFIG = "config.json"
 PROCESSOR = "preprocessor_config.json"
@@ -22,12 +22,7 @@ PROCESSOR = "preprocessor_config.json"
 def check_folder(folder: Path) -> dict[str, Any]:
     """The checkpoint's ``config.json``, after checking the folder is safe and complete."""
     config_path = folder / CONFIG
-    if not config_path.is_file():
-        raise ModelFileError(f"{config_path}: missing; not a Hugging Face checkpoint folder")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ModelFileError(f"{config_path}: not readable JSON ({exc})") from None
+    config = read_json_object(config_path, "not a Hugging Face checkpoint folder")
     if "auto_map" in config:
         raise ModelFileError(
             f"{config_path}: auto_map asks for the checkpoint's own Python code "

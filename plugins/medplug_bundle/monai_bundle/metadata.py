@@ -9,13 +9,13 @@ naming the file and the key.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from medplug.contract import InputSpec, PluginInfo
 from medplug.errors import ModelFileError
+from medplug_bundle.json_file import read_json_object
 
 METADATA_PATH = Path("configs") / "metadata.json"
 SEGMENTATION_FORMATS = ("segmentation", "labels", "label")
@@ -86,14 +86,7 @@ class BundleMetadata:
 def read_metadata(bundle: Path) -> BundleMetadata:
     """Read and check ``configs/metadata.json`` of ``bundle``."""
     path = bundle / METADATA_PATH
-    if not path.is_file():
-        raise ModelFileError(f"{path}: missing; a MONAI bundle needs configs/metadata.json")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ModelFileError(f"{path}: not readable JSON ({exc})") from None
-    if not isinstance(raw, dict):
-        raise ModelFileError(f"{path}: must hold a JSON object")
+    raw = read_json_object(path, "a MONAI bundle needs configs/metadata.json")
     data_format = _section(raw, "network_data_format", path)
     inputs = _section(data_format, "inputs", path, "network_data_format.")
     outputs = _section(data_format, "outputs", path, "network_data_format.")

@@ -16,13 +16,13 @@ bundle's config, this file cannot run anything.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from monai import transforms as mt
 
 from medplug.errors import ModelFileError
+from medplug_bundle.json_file import read_json_object
 
 IMAGE = "image"
 
@@ -53,14 +53,7 @@ ARGUMENTS = {
 
 
 def read_description(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ModelFileError(f"{path}: missing; a TorchScript model folder needs {path.name}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise ModelFileError(f"{path}: not readable JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise ModelFileError(f"{path}: must hold a JSON object")
+    data = read_json_object(path, f"a TorchScript model folder needs {path.name}")
     if data.get("task", "classification") not in ("classification", "segmentation"):
         raise ModelFileError(f"{path}: task must be classification or segmentation")
     labels = data.get("labels")
